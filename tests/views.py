@@ -1,0 +1,87 @@
+"""Views the middleware tests drive through the real request cycle."""
+
+from __future__ import annotations
+
+import threading
+
+from django.contrib.auth import login, logout
+from django.contrib.auth.models import User
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+# Tests set this to pause a request between its load and its save.
+pause = threading.Event()
+paused = threading.Event()
+
+
+def counter(request: HttpRequest) -> HttpResponse:
+    visits = request.session.get("visits", 0) + 1
+    request.session["visits"] = visits
+    return HttpResponse(str(visits))
+
+
+def set_value(request: HttpRequest, key: str, value: str) -> HttpResponse:
+    request.session[key] = value
+    return HttpResponse("ok")
+
+
+def append_value(request: HttpRequest, key: str, value: str) -> HttpResponse:
+    request.session.setdefault(key, []).append(value)
+    request.session.modified = True
+    return HttpResponse("ok")
+
+
+def get_all(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(dict(request.session.items()))
+
+
+def slow_set(request: HttpRequest, key: str, value: str) -> HttpResponse:
+    request.session[key] = value
+    paused.set()
+    pause.wait(10)
+    return HttpResponse("ok")
+
+
+def login_view(request: HttpRequest) -> HttpResponse:
+    user = User.objects.get(username=request.GET["username"])
+    login(request, user)
+    return HttpResponse("logged in")
+
+
+def logout_view(request: HttpRequest) -> HttpResponse:
+    logout(request)
+    return HttpResponse("logged out")
+
+
+def whoami(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(request.user.username if request.user.is_authenticated else "anonymous")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    request.session["error"] = "set"
+    return HttpResponse("boom", status=500)
+
+
+async def acounter(request: HttpRequest) -> HttpResponse:
+    visits = await request.session.aget("visits", 0) + 1
+    await request.session.aset("visits", visits)
+    return HttpResponse(str(visits))
+
+
+async def alogin_view(request: HttpRequest) -> HttpResponse:
+    from django.contrib.auth import alogin  # Django 5.0+
+
+    user = await User.objects.aget(username=request.GET["username"])
+    await alogin(request, user)
+    return HttpResponse("logged in")
+
+
+async def alogout_view(request: HttpRequest) -> HttpResponse:
+    from django.contrib.auth import alogout  # Django 5.0+
+
+    await alogout(request)
+    return HttpResponse("logged out")
+
+
+async def awhoami(request: HttpRequest) -> HttpResponse:
+    user = await request.auser()
+    return HttpResponse(user.username if user.is_authenticated else "anonymous")
