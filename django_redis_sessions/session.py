@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Generator
 from typing import Any, TypeVar
 
@@ -20,7 +21,7 @@ from django.contrib.sessions.backends.base import (
 )
 from django.utils.crypto import get_random_string
 
-from django_redis_sessions import codec, conf, scripts
+from django_redis_sessions import codec, conf, scripts, signals
 from django_redis_sessions.compat import AsyncSessionAPI
 from django_redis_sessions.driver import Command, arun, run
 from django_redis_sessions.exceptions import SessionTooLarge, SessionUnavailable
@@ -44,6 +45,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     _stored_body: bytes | None = None
     _cleared: bool = False
     _read_only: bool = False
+    _unavailable: SessionUnavailable | None = None
 
     def __init__(self, session_key: str | None = None) -> None:
         super().__init__(session_key)
@@ -69,34 +71,34 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     # Public API -------------------------------------------------------------
 
     def load(self) -> dict[str, Any]:
-        return run(self._load_or_fallback())
+        return self._drive("load", self._load_or_fallback())
 
     async def aload(self) -> dict[str, Any]:
-        return await arun(self._load_or_fallback())
+        return await self._adrive("load", self._load_or_fallback())
 
     def exists(self, session_key: str | None) -> bool:
-        return run(self._exists(session_key))
+        return self._drive("exists", self._exists(session_key))
 
     async def aexists(self, session_key: str | None) -> bool:
-        return await arun(self._exists(session_key))
+        return await self._adrive("exists", self._exists(session_key))
 
     def create(self) -> None:
-        run(self._create())
+        self._drive("create", self._create())
 
     async def acreate(self) -> None:
-        await arun(self._create())
+        await self._adrive("create", self._create())
 
     def save(self, must_create: bool = False) -> None:
-        run(self._save(must_create))
+        self._drive("save", self._save(must_create))
 
     async def asave(self, must_create: bool = False) -> None:
-        await arun(self._save(must_create))
+        await self._adrive("save", self._save(must_create))
 
     def delete(self, session_key: str | None = None) -> None:
-        run(self._delete(session_key))
+        self._drive("delete", self._delete(session_key))
 
     async def adelete(self, session_key: str | None = None) -> None:
-        await arun(self._delete(session_key))
+        await self._adrive("delete", self._delete(session_key))
 
     def clear(self) -> None:
         super().clear()
@@ -110,22 +112,69 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     async def aclear_expired(cls) -> None:
         """Nothing to do: Redis expires every session key itself (its TTL)."""
 
-    # Failure policy -----------------------------------------------------------
+    @property
+    def unavailable(self) -> SessionUnavailable | None:
+        """The failure this session met, if Redis could not serve it."""
+        return self._unavailable
+
+    # Drivers and the failure policy -----------------------------------------
+
+    def _drive(self, operation: str, steps: Steps[T]) -> T:
+        started = time.perf_counter()
+        try:
+            result = run(steps)
+        except BaseException as exc:
+            self._finished(operation, started, exc)
+            raise
+        self._finished(operation, started, None)
+        return result
+
+    async def _adrive(self, operation: str, steps: Steps[T]) -> T:
+        started = time.perf_counter()
+        try:
+            result = await arun(steps)
+        except BaseException as exc:
+            self._finished(operation, started, exc)
+            raise
+        self._finished(operation, started, None)
+        return result
+
+    def _finished(self, operation: str, started: float, exc: BaseException | None) -> None:
+        if isinstance(exc, SessionUnavailable):
+            self._report_unavailable(operation, exc)
+        signals.operation_completed.send(
+            type(self),
+            digest=self._digest(),
+            operation=operation,
+            duration=time.perf_counter() - started,
+            ok=exc is None,
+        )
+
+    def _report_unavailable(self, operation: str, exc: SessionUnavailable) -> None:
+        if self._unavailable is exc:  # logged once, where it was first met
+            return
+        self._unavailable = exc
+        digest = self._digest()
+        logger.error("Session store unavailable during %s (session %s): %s", operation, digest, exc)
+        signals.store_unavailable.send(
+            type(self), digest=digest, operation=operation, exception=exc
+        )
 
     def _load_or_fallback(self) -> Steps[dict[str, Any]]:
         try:
             return (yield from self._load())
         except SessionUnavailable as exc:
-            return self._unavailable_load(exc)
-
-    def _unavailable_load(self, exc: SessionUnavailable) -> dict[str, Any]:
-        if self._config.on_unavailable != "anonymous":
-            raise exc
+            self._report_unavailable("load", exc)
+            if self._config.on_unavailable != "anonymous":
+                raise
         # Stay up with an empty session that is never saved; the cookie's key
         # is kept so the user finds their session again once Redis is back.
         self._read_only = True
-        logger.warning("Session store unavailable, serving an empty read-only session: %s", exc)
         return {}
+
+    def _digest(self) -> str | None:
+        session_key = self.session_key
+        return codec.digest(session_key) if session_key is not None else None
 
     # Steps: generators of Redis commands -------------------------------------
 
@@ -218,7 +267,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
 
     def _write(self, redis_key: str, data: dict[str, Any], body: bytes, ttl: int) -> Steps[None]:
         expected = b"" if self._cleared or self._stored_version is None else self._stored_version
-        for _ in range(self._config.max_conflict_retries):
+        changes: tuple[dict[str, Any], set[str]] | None = None
+        for attempt in range(1, self._config.max_conflict_retries + 1):
             fmt, stored = codec.pack_body(body, self._config.compress_min_bytes)
             reply = yield (scripts.EVALSHA, scripts.SAVE, redis_key, expected, fmt, stored, ttl)
             if reply == 0:
@@ -228,9 +278,12 @@ class SessionStore(AsyncSessionAPI, SessionBase):
                 self._stored_version, self._stored_body = str(reply).encode(), body
                 self._cleared = False
                 return None
-            # Another request saved first: re-apply our changes onto its data.
+            # Another request saved first: re-apply our own changes onto its data.
+            signals.save_conflict.send(type(self), digest=self._digest(), attempt=attempt)
+            if changes is None:
+                changes = self._changes(data)
             fmt, expected, theirs_stored = codec.split(reply)
-            data = self._merge(self._decode_or_empty(fmt, theirs_stored), data)
+            data = _apply(changes, self._decode_or_empty(fmt, theirs_stored))
             body = codec.dumps(data)
             self._check_size(body, self.session_key or "")
             ttl = self._ttl_ms(data)
@@ -258,27 +311,22 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         """``_get_session()``, with the load (if any) yielded as a command."""
         self.accessed = True
         try:
-            return self._session_cache  # type: ignore[no-any-return]
+            return self._session_cache
         except AttributeError:
             pass
         if self.session_key is None or no_load:
             self._session_cache = {}
         else:
             self._session_cache = yield from self._load_or_fallback()
-        return self._session_cache  # type: ignore[no-any-return]
+        return self._session_cache
 
     # Pure helpers -------------------------------------------------------------
 
-    def _merge(self, theirs: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
-        """Apply this request's changes (against what it loaded) onto ``theirs``."""
+    def _changes(self, ours: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        """What this request did to the session it loaded: keys set, keys deleted."""
         loaded = codec.loads(self._stored_body) if self._stored_body is not None else {}
-        merged = dict(theirs)
-        for key, value in ours.items():
-            if key not in loaded or _differs(loaded[key], value):
-                merged[key] = value
-        for key in loaded.keys() - ours.keys():
-            merged.pop(key, None)
-        return merged
+        changed = {k: v for k, v in ours.items() if k not in loaded or _differs(loaded[k], v)}
+        return changed, loaded.keys() - ours.keys()
 
     def _decode_or_empty(self, fmt: bytes, stored_body: bytes) -> dict[str, Any]:
         try:
@@ -304,6 +352,13 @@ class SessionStore(AsyncSessionAPI, SessionBase):
 
     def _forget_stored(self) -> None:
         self._stored_version = self._stored_body = None
+
+
+def _apply(changes: tuple[dict[str, Any], set[str]], theirs: dict[str, Any]) -> dict[str, Any]:
+    changed, deleted = changes
+    merged = {k: v for k, v in theirs.items() if k not in deleted}
+    merged.update(changed)
+    return merged
 
 
 def _differs(before: Any, after: Any) -> bool:

@@ -1,0 +1,200 @@
+"""A drop-in replacement for Django's ``SessionMiddleware``, sync and async.
+
+Under WSGI it behaves as Django's does (same cookies, same SessionInterrupted,
+same rules for empty sessions and 5xx responses). Under ASGI it saves with
+``await asave()`` on the event loop instead of hopping to a thread. Either way,
+an unreachable Redis becomes a 503 with ``Retry-After`` instead of a 500, and
+never costs the user their cookie.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from importlib import import_module
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.contrib.sessions.backends.base import SessionBase, UpdateError
+from django.contrib.sessions.exceptions import SessionInterrupted
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.utils.cache import patch_vary_headers
+from django.utils.http import http_date
+
+from django_redis_sessions import conf
+from django_redis_sessions.exceptions import SessionUnavailable
+
+logger = logging.getLogger("django_redis_sessions")
+
+GetResponse = Callable[[HttpRequest], HttpResponseBase]
+AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+
+
+class SessionMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: GetResponse | AsyncGetResponse) -> None:
+        self.get_response = get_response
+        self.SessionStore: type[SessionBase] = import_module(settings.SESSION_ENGINE).SessionStore
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        self.process_request(request)
+        response = self.get_response(request)
+        assert isinstance(response, HttpResponseBase)
+        return self.process_response(request, response)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        self.process_request(request)
+        response = await self.get_response(request)  # type: ignore[misc]
+        return await self.aprocess_response(request, response)
+
+    def process_request(self, request: HttpRequest) -> None:
+        # No I/O here: the session loads when first used.
+        request.session = self.SessionStore(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+
+    def process_exception(
+        self, request: HttpRequest, exception: Exception
+    ) -> HttpResponseBase | None:
+        if isinstance(exception, SessionUnavailable):
+            return unavailable_response()
+        return None
+
+    def process_response(
+        self, request: HttpRequest, response: HttpResponseBase
+    ) -> HttpResponseBase:
+        session = getattr(request, "session", None)
+        if session is None:
+            return response
+        if _met_outage(session):
+            return _outage_response(response)
+        action = _decide(request, session, response)
+        if action is SAVE:
+            try:
+                expiry = _cookie_expiry(
+                    session.get_expire_at_browser_close(), session.get_expiry_age
+                )
+                session.save()
+            except SessionUnavailable:
+                return unavailable_response()
+            except UpdateError as exc:
+                raise SessionInterrupted(INTERRUPTED) from exc
+            _set_cookie(response, session.session_key, expiry)
+        return _finish(session, response, action)
+
+    async def aprocess_response(
+        self, request: HttpRequest, response: HttpResponseBase
+    ) -> HttpResponseBase:
+        session = getattr(request, "session", None)
+        if session is None:
+            return response
+        if _met_outage(session):
+            return _outage_response(response)
+        action = _decide(request, session, response)
+        if action is SAVE:
+            try:
+                browser_close = await session.aget_expire_at_browser_close()
+                age = None if browser_close else await session.aget_expiry_age()
+                expiry = _cookie_expiry(browser_close, lambda: age)
+                await session.asave()
+            except SessionUnavailable:
+                return unavailable_response()
+            except UpdateError as exc:
+                raise SessionInterrupted(INTERRUPTED) from exc
+            _set_cookie(response, session.session_key, expiry)
+        return _finish(session, response, action)
+
+
+INTERRUPTED = (
+    "The request's session was deleted before the request completed. "
+    "The user may have logged out in a concurrent request, for example."
+)
+
+
+def unavailable_response() -> HttpResponse:
+    response = HttpResponse(
+        "The session store is temporarily unavailable. Please try again shortly.\n",
+        status=503,
+        content_type="text/plain; charset=utf-8",
+    )
+    response["Retry-After"] = str(conf.get_config().retry_after)
+    return response
+
+
+def _met_outage(session: SessionBase) -> bool:
+    return getattr(session, "unavailable", None) is not None and not getattr(
+        session, "_read_only", False
+    )
+
+
+def _outage_response(response: HttpResponseBase) -> HttpResponseBase:
+    # Redis failed while the request used the session and the failure surfaced
+    # as a server error: say what happened instead of a bare 500.
+    if response.status_code >= 500:
+        return unavailable_response()
+    return response
+
+
+KEEP, SAVE, DELETE_COOKIE = "keep", "save", "delete-cookie"
+
+
+def _decide(request: HttpRequest, session: SessionBase, response: HttpResponseBase) -> str:
+    """Django's rules: drop the cookie of an emptied session, else save when asked to."""
+    empty = session.is_empty()
+    if settings.SESSION_COOKIE_NAME in request.COOKIES and empty:
+        return DELETE_COOKIE
+    wants = session.modified or settings.SESSION_SAVE_EVERY_REQUEST
+    # Nothing is saved for a 5xx response.
+    if wants and not empty and response.status_code < 500:
+        return SAVE
+    return KEEP
+
+
+def _cookie_expiry(
+    browser_close: bool, age: Callable[[], int | float | None]
+) -> tuple[int | float | None, str | None]:
+    if browser_close:
+        return None, None
+    max_age = age()
+    assert max_age is not None
+    return max_age, http_date(time.time() + max_age)
+
+
+def _set_cookie(
+    response: HttpResponseBase,
+    session_key: str | None,
+    expiry: tuple[int | float | None, str | None],
+) -> None:
+    max_age, expires = expiry
+    assert session_key is not None
+    response.set_cookie(
+        settings.SESSION_COOKIE_NAME,
+        session_key,
+        max_age=None if max_age is None else int(max_age),
+        expires=expires,
+        domain=settings.SESSION_COOKIE_DOMAIN,
+        path=settings.SESSION_COOKIE_PATH,
+        secure=bool(settings.SESSION_COOKIE_SECURE),
+        httponly=bool(settings.SESSION_COOKIE_HTTPONLY),
+        samesite=settings.SESSION_COOKIE_SAMESITE,
+    )
+
+
+def _finish(session: SessionBase, response: HttpResponseBase, action: str) -> HttpResponseBase:
+    if action is DELETE_COOKIE:
+        response.delete_cookie(
+            settings.SESSION_COOKIE_NAME,
+            path=settings.SESSION_COOKIE_PATH,
+            domain=settings.SESSION_COOKIE_DOMAIN,
+            samesite=settings.SESSION_COOKIE_SAMESITE,
+        )
+    if action is not KEEP or session.accessed:
+        patch_vary_headers(response, ("Cookie",))
+    return response

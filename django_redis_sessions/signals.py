@@ -1,0 +1,22 @@
+"""Signals for metrics: connect a receiver to count failures, conflicts and timings.
+
+Every signal is sent with ``sender`` = the SessionStore class and ``digest``, the
+session's one-way name (never the session key itself), or ``None`` when the
+operation concerns no particular session.
+"""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+#: An operation finished: ``operation`` ("load", "save", "create", "delete",
+#: "exists"), ``duration`` in seconds, ``ok`` (False when it raised).
+operation_completed = Signal()
+
+#: Redis could not serve an operation: ``operation``, ``exception`` (a
+#: SessionUnavailable whose ``__cause__`` is the redis-py error).
+store_unavailable = Signal()
+
+#: A save met a newer version written by a concurrent request and merged:
+#: ``attempt`` counts from 1.
+save_conflict = Signal()

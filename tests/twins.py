@@ -1,0 +1,75 @@
+"""Run the same test through the sync API and through the native async API.
+
+``ops.save(store)`` calls ``store.save()`` in sync mode and
+``async_to_sync(store.asave)()`` in async mode; each async call runs in a fresh
+event loop, as Django's test client does, which also exercises the per-loop
+clients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from asgiref.sync import async_to_sync
+
+from django_redis_sessions.session import SessionStore
+
+
+class Ops:
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.is_async = mode == "async"
+
+    def __repr__(self) -> str:
+        return f"Ops({self.mode})"
+
+    def __getattr__(self, name: str) -> Any:
+        def call(store: SessionStore, *args: Any, **kwargs: Any) -> Any:
+            if self.is_async:
+                return async_to_sync(getattr(store, "a" + name))(*args, **kwargs)
+            return getattr(store, name)(*args, **kwargs)
+
+        return call
+
+    # Mapping access, which has different names in the two APIs.
+    def getitem(self, store: SessionStore, key: str) -> Any:
+        if self.is_async:
+            sentinel = object()
+            value = async_to_sync(store.aget)(key, sentinel)
+            if value is sentinel:
+                raise KeyError(key)
+            return value
+        return store[key]
+
+    def setitem(self, store: SessionStore, key: str, value: Any) -> None:
+        if self.is_async:
+            async_to_sync(store.aset)(key, value)
+        else:
+            store[key] = value
+
+    def items(self, store: SessionStore) -> dict[str, Any]:
+        if self.is_async:
+            return dict(async_to_sync(store.aitems)())
+        return dict(store.items())
+
+    def cycle_key(self, store: SessionStore) -> None:
+        if self.is_async:
+            async_to_sync(store.acycle_key)()
+        else:
+            store.cycle_key()
+
+
+@pytest.fixture(params=["sync", "async"])
+def ops(request: pytest.FixtureRequest) -> Ops:
+    """Every storage test runs twice: through the sync API and the native async API."""
+    return Ops(request.param)
+
+
+def command_calls(client: redis.Redis) -> int:
+    """Commands the server ran since its stats were reset, but for our INFO and CONFIG."""
+    stats = client.info("commandstats")
+    ours = ("cmdstat_info", "cmdstat_config")
+    return sum(int(v["calls"]) for k, v in stats.items() if not k.startswith(ours))
