@@ -21,7 +21,7 @@ from django.utils import timezone
 from django_redis_sessions import codec
 from django_redis_sessions.session import SessionStore
 from tests.conftest import session_redis
-from tests.twins import Ops, command_calls, ops  # noqa: F401 - the fixture
+from tests.twins import Ops, command_calls
 
 AGE_MS = settings.SESSION_COOKIE_AGE * 1000
 
@@ -152,9 +152,7 @@ def test_create_never_overwrites_on_collision(
     assert ops.load(SessionStore(victim.session_key)) == {"owner": "victim"}
 
 
-def test_create_gives_up_after_bounded_attempts(
-    ops: Ops, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_create_gives_up_after_bounded_attempts(ops: Ops, monkeypatch: pytest.MonkeyPatch) -> None:
     taken = new_session(ops).session_key
     monkeypatch.setattr(SessionStore, "_get_new_session_key", lambda self: taken)
     from django_redis_sessions import SessionUnavailable
@@ -183,9 +181,7 @@ def test_create_does_not_ask_exists_first(ops: Ops, r: redis.Redis) -> None:
 # No resurrection -------------------------------------------------------------
 
 
-def test_save_after_concurrent_delete_raises_and_writes_nothing(
-    ops: Ops, r: redis.Redis
-) -> None:
+def test_save_after_concurrent_delete_raises_and_writes_nothing(ops: Ops, r: redis.Redis) -> None:
     store = new_session(ops, user="ada")
     request_a = SessionStore(store.session_key)
     assert ops.getitem(request_a, "user") == "ada"
@@ -331,7 +327,10 @@ def test_session_expires_in_redis(ops: Ops) -> None:
 def test_expiry_in_data_wins_over_a_longer_ttl(ops: Ops, r: redis.Redis) -> None:
     store = new_session(ops, a=1)
     past = (timezone.now() - dt.timedelta(seconds=5)).isoformat()
-    r.set(codec.redis_key("session:", store.session_key or ""), b'j1:4:{"_session_expiry":"%s"}' % past.encode())
+    r.set(
+        codec.redis_key("session:", store.session_key or ""),
+        b'j1:4:{"_session_expiry":"%s"}' % past.encode(),
+    )
     fresh = SessionStore(store.session_key)
     assert ops.load(fresh) == {}
     assert fresh.session_key is None
@@ -479,7 +478,9 @@ def test_corrupt_value_loads_empty_logs_and_is_kept(
     assert r.get(redis_key) == raw  # nothing stored is lost
 
 
-def test_wrong_redis_type_loads_empty(ops: Ops, r: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+def test_wrong_redis_type_loads_empty(
+    ops: Ops, r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
     store = new_session(ops, a=1)
     redis_key = codec.redis_key("session:", store.session_key or "")
     r.delete(redis_key)

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import redis
-
 from asgiref.sync import async_to_sync
 
 from django_redis_sessions.session import SessionStore

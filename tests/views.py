@@ -56,6 +56,30 @@ def whoami(request: HttpRequest) -> HttpResponse:
     return HttpResponse(request.user.username if request.user.is_authenticated else "anonymous")
 
 
+def concurrent_logout(request: HttpRequest) -> HttpResponse:
+    """Another request logs this session out while this one is still running."""
+    from django_redis_sessions.session import SessionStore
+
+    request.session["cart"] = ["book"]
+    SessionStore().delete(request.session.session_key)
+    return HttpResponse("ok")
+
+
+def messages_view(request: HttpRequest) -> HttpResponse:
+    from django.contrib import messages
+
+    if request.method == "POST":
+        messages.info(request, "saved!")
+        return HttpResponse("posted")
+    return HttpResponse(" ".join(str(m) for m in messages.get_messages(request)))
+
+
+def csrf_token_view(request: HttpRequest) -> HttpResponse:
+    from django.middleware.csrf import get_token
+
+    return HttpResponse(get_token(request))
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
     request.session["error"] = "set"
     return HttpResponse("boom", status=500)

@@ -1,0 +1,174 @@
+"""Sessions through the real request cycle: Django's test client, auth, messages, CSRF.
+
+Each test runs with our middleware and with Django's own, which must work with
+the engine unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import django
+import pytest
+import redis
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import AsyncClient, Client, override_settings
+
+from django_redis_sessions import codec
+from django_redis_sessions.session import SessionStore
+from tests.twins import command_calls
+
+OURS = "django_redis_sessions.middleware.SessionMiddleware"
+DJANGOS = "django.contrib.sessions.middleware.SessionMiddleware"
+COOKIE = settings.SESSION_COOKIE_NAME
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(params=[OURS, DJANGOS], ids=["ours", "djangos"])
+def middleware(request: pytest.FixtureRequest) -> Iterator[str]:
+    stack = [request.param if m == OURS else m for m in settings.MIDDLEWARE]
+    with override_settings(MIDDLEWARE=stack):
+        yield request.param
+
+
+@pytest.fixture
+def user(db: None) -> User:
+    return User.objects.create_user("ada", password="pw")
+
+
+def session_keys(r: redis.Redis) -> list[bytes]:
+    return sorted(r.keys("session:*"))
+
+
+def test_counter_persists_and_varies_on_cookie(middleware: str, client: Client) -> None:
+    assert [client.get("/counter/").content for _ in range(3)] == [b"1", b"2", b"3"]
+    response = client.get("/counter/")
+    assert response["Vary"] == "Cookie"
+    assert response.cookies[COOKIE]["httponly"]
+    assert int(response.cookies[COOKIE]["max-age"]) == settings.SESSION_COOKIE_AGE
+
+
+def test_login_cycles_key_and_logout_deletes(
+    middleware: str, client: Client, user: User, r: redis.Redis
+) -> None:
+    client.get("/counter/")
+    before = client.cookies[COOKIE].value
+    client.get("/login/?username=ada")
+    after = client.cookies[COOKIE].value
+    assert after != before
+    assert client.get("/whoami/").content == b"ada"
+    # The pre-login session is gone: the old cookie is worthless (no fixation).
+    assert SessionStore(before).load() == {}
+    assert session_keys(r) == [b"session:" + codec.digest(after).encode()]
+    response = client.get("/logout/")
+    assert response.cookies[COOKIE].value == ""
+    assert client.get("/whoami/").content == b"anonymous"
+    assert session_keys(r) == []
+
+
+def test_save_after_concurrent_logout_is_400(
+    middleware: str, client: Client, user: User, r: redis.Redis
+) -> None:
+    client.get("/login/?username=ada")
+    response = client.get("/concurrent-logout/")
+    assert response.status_code == 400
+    assert session_keys(r) == []  # not resurrected
+    assert client.get("/whoami/").content == b"anonymous"
+
+
+def test_expired_session_starts_fresh(middleware: str, client: Client, r: redis.Redis) -> None:
+    client.get("/counter/")
+    old = client.cookies[COOKIE].value
+    r.delete(b"session:" + codec.digest(old).encode())  # what the TTL does
+    assert client.get("/counter/").content == b"1"
+    assert client.cookies[COOKIE].value != old
+
+
+def test_garbage_cookie_is_no_session(middleware: str, client: Client, r: redis.Redis) -> None:
+    client.cookies[COOKIE] = "x" * 10_000
+    r.config_resetstat()
+    assert client.get("/get/").json() == {}
+    assert command_calls(r) == 0
+    assert client.get("/counter/").content == b"1"
+    assert codec.is_valid_session_key(client.cookies[COOKIE].value)
+
+
+def test_emptied_session_deletes_cookie(middleware: str, client: Client) -> None:
+    client.get("/counter/")
+    session = client.session
+    session.flush()
+    response = client.get("/get/")
+    assert response.cookies[COOKIE].value == ""
+
+
+def test_5xx_response_is_not_saved(middleware: str, client: Client) -> None:
+    client.get("/counter/")
+    assert client.get("/error/").status_code == 500
+    assert "error" not in client.get("/get/").json()
+
+
+def test_save_every_request_refreshes_ttl_only(
+    middleware: str, client: Client, r: redis.Redis
+) -> None:
+    client.get("/counter/")
+    redis_key = b"session:" + codec.digest(client.cookies[COOKIE].value).encode()
+    r.pexpire(redis_key, 10_000)
+    with override_settings(SESSION_SAVE_EVERY_REQUEST=True):
+        client.get("/get/")
+    assert r.pttl(redis_key) > 10_000
+    assert r.get(redis_key) == b'j1:1:{"visits":1}'
+
+
+def test_test_client_session_and_force_login(middleware: str, client: Client, user: User) -> None:
+    session = client.session
+    session["visits"] = 41
+    session.save()
+    assert client.get("/counter/").content == b"42"
+    client.force_login(user)
+    assert client.get("/whoami/").content == b"ada"
+
+
+def test_messages_survive_the_redirect(middleware: str, client: Client) -> None:
+    with override_settings(
+        MESSAGE_STORAGE="django.contrib.messages.storage.session.SessionStorage"
+    ):
+        client.post("/messages/")
+        assert client.get("/messages/").content == b"saved!"
+        assert client.get("/messages/").content == b""
+
+
+def test_csrf_secret_kept_in_session(middleware: str, r: redis.Redis) -> None:
+    client = Client(enforce_csrf_checks=True)
+    with override_settings(CSRF_USE_SESSIONS=True):
+        assert client.post("/messages/").status_code == 403
+        token = client.get("/csrf-token/").content.decode()
+        assert COOKIE in client.cookies and "csrftoken" not in client.cookies
+        assert b"_csrftoken" in r.get(r.keys("session:*")[0])
+        assert client.post("/messages/", HTTP_X_CSRFTOKEN=token).status_code == 200
+
+
+def test_async_views(middleware: str) -> None:
+    async def visit() -> list[bytes]:
+        client = AsyncClient()
+        return [(await client.get("/acounter/")).content for _ in range(3)]
+
+    assert async_to_sync(visit)() == [b"1", b"2", b"3"]
+
+
+@pytest.mark.skipif(django.VERSION < (5, 0), reason="alogin/alogout/auser arrived in Django 5.0")
+def test_async_login_logout(middleware: str, user: User, r: redis.Redis) -> None:
+    async def flow() -> None:
+        client = AsyncClient()
+        await client.get("/acounter/")
+        before = client.cookies[COOKIE].value
+        await client.get("/alogin/?username=ada")
+        assert client.cookies[COOKIE].value != before
+        assert (await client.get("/awhoami/")).content == b"ada"
+        await client.get("/alogout/")
+        assert (await client.get("/awhoami/")).content == b"anonymous"
+
+    async_to_sync(flow)()
+    assert session_keys(r) == []
