@@ -220,32 +220,40 @@ def test_uncontended_save_is_one_command(ops: Ops, r: redis.Redis) -> None:
 ROUNDS = 40
 
 
-def hammer(cookie: str, name: str, rounds: int, append: bool = False) -> None:
+def hammer(cookie: str, name: str, rounds: int, append: bool = False) -> list[str]:
+    """Update the session ``rounds`` times; return what went wrong (nothing, we hope)."""
     client = Client()
     client.cookies[COOKIE] = cookie
+    problems = []
     for n in range(rounds):
         url = f"/append/{name}/{n}/" if append else f"/set/{name}/{n}/"
         response = client.get(url)
-        assert response.status_code == 200, response.content
-        assert client.cookies[COOKIE].value == cookie
+        if response.status_code != 200 or client.cookies[COOKIE].value != cookie:
+            problems.append(f"{url}: {response.status_code} {response.content!r}")
+    return problems
 
 
 def _child(cookie: str) -> None:  # pragma: no cover - runs in a forked process
     import os
 
     try:
-        hammer(cookie, "process", ROUNDS)
+        problems = hammer(cookie, "process", ROUNDS)
     except BaseException:
-        os._exit(1)
-    os._exit(0)
+        os._exit(2)
+    os._exit(1 if problems else 0)
 
 
 def test_threads_and_a_process_lose_no_update() -> None:
     client = Client()
     client.get("/counter/")
     cookie = client.cookies[COOKIE].value
-    threads = [threading.Thread(target=hammer, args=(cookie, f"t{i}", ROUNDS)) for i in range(4)]
-    threads.append(threading.Thread(target=hammer, args=(cookie, "list", ROUNDS, True)))
+    problems: list[str] = []
+
+    def worker(*args: Any) -> None:
+        problems.extend(hammer(*args))
+
+    threads = [threading.Thread(target=worker, args=(cookie, f"t{i}", ROUNDS)) for i in range(4)]
+    threads.append(threading.Thread(target=worker, args=(cookie, "list", ROUNDS, True)))
     process = multiprocessing.get_context("fork").Process(target=_child, args=(cookie,))
     process.start()
     for thread in threads:
@@ -253,6 +261,7 @@ def test_threads_and_a_process_lose_no_update() -> None:
     for thread in threads:
         thread.join(60)
     process.join(60)
+    assert problems == []
     assert process.exitcode == 0
     final = client.get("/get/").json()
     expected_last = str(ROUNDS - 1)
