@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -47,9 +48,14 @@ def free_port() -> int:
         return port
 
 
-def _ping(port: int, timeout: float) -> bool:
+def _ping(port: int, timeout: float, tls_ca: str | None = None) -> bool:
     try:
-        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        with socket.create_connection((HOST, port), timeout=timeout) as raw:
+            sock = raw
+            if tls_ca is not None:
+                sock = ssl.create_default_context(cafile=tls_ca).wrap_socket(
+                    raw, server_hostname=HOST
+                )
             sock.sendall(b"PING\r\n")
             return sock.recv(64).startswith((b"+PONG", b"-NOAUTH", b"-LOADING"))
     except OSError:
@@ -64,8 +70,11 @@ class RedisServer:
         port: int | None = None,
         args: list[str] | None = None,
         binary: str | None = None,
+        tls: tuple[str, str, str] | None = None,
     ) -> None:
+        """``tls``: (certificate, key, CA) files; the port then speaks only TLS."""
         self.binary = binary or find_redis_server()
+        self.tls = tls
         self.port = port or free_port()
         self.args = list(args or [])
         self.dir = tempfile.mkdtemp(prefix="redis-test-")
@@ -73,12 +82,31 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{HOST}:{self.port}/0"
 
     def command(self) -> list[str]:
+        if self.tls:
+            cert, key, ca = self.tls
+            listen = [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                cert,
+                "--tls-key-file",
+                key,
+                "--tls-ca-cert-file",
+                ca,
+                "--tls-auth-clients",
+                "no",
+            ]
+        else:
+            listen = ["--port", str(self.port)]
         return [
             self.binary,
-            "--port", str(self.port),
+            *listen,
             "--bind", HOST,
             "--save", "",
             "--appendonly", "no",
@@ -103,7 +131,7 @@ class RedisServer:
                 raise RedisServerError(
                     f"redis-server exited with {self.process.returncode}: {self.log()}"
                 )
-            if _ping(self.port, 0.2):
+            if _ping(self.port, 0.2, self.tls[2] if self.tls else None):
                 return self
             time.sleep(0.02)
         self.stop()

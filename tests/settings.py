@@ -23,7 +23,13 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "tests.urls"
 
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        # A file when the site is served by a real server process (test_asgi.py).
+        "NAME": os.environ.get("TEST_DATABASE", ":memory:"),
+    }
+}
 
 TEMPLATES = [
     {

@@ -85,6 +85,27 @@ def server_error(request: HttpRequest) -> HttpResponse:
     return HttpResponse("boom", status=500)
 
 
+def io_report(request: HttpRequest) -> JsonResponse:
+    """How this process has talked to Redis so far (for the ASGI test)."""
+    from django_redis_sessions import connection
+
+    return JsonResponse(
+        {
+            "sync_client_created": connection._client is not None,
+            "async_clients": len(connection._async_clients),
+        }
+    )
+
+
+async def aset_value(request: HttpRequest, key: str, value: str) -> HttpResponse:
+    await request.session.aset(key, value)
+    return HttpResponse("ok")
+
+
+async def aget_all(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(dict(await request.session.aitems()))
+
+
 async def acounter(request: HttpRequest) -> HttpResponse:
     visits = await request.session.aget("visits", 0) + 1
     await request.session.aset("visits", visits)
