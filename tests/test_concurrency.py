@@ -270,3 +270,36 @@ def test_threads_and_a_process_lose_no_update() -> None:
     )
     assert final["list"] == [str(n) for n in range(ROUNDS)]
     assert final["visits"] == 1
+
+
+def test_conflict_with_an_expired_newer_version_deletes(ops: Ops, r: redis.Redis) -> None:
+    key = saved(ops, a=1)
+    a = loaded(ops, key)
+    # Another app server, its clock ahead, wrote an expiry that is already past here.
+    r.set(
+        codec.redis_key("session:", key),
+        b'j1:9:{"a":1,"_session_expiry":"2000-01-01T00:00:00+00:00"}',
+        px=60_000,
+    )
+    ops.setitem(a, "b", 2)
+    ops.save(a)
+    assert r.dbsize() == 0
+
+
+def test_conflict_with_a_corrupt_newer_body_keeps_our_data(ops: Ops, r: redis.Redis) -> None:
+    key = saved(ops, a=1)
+    a = loaded(ops, key)
+    r.set(codec.redis_key("session:", key), b'j1:9:{"trunc', px=60_000)
+    ops.setitem(a, "b", 2)
+    ops.save(a)
+    assert r.get(codec.redis_key("session:", key)) == b'j1:10:{"b":2}'
+
+
+def test_a_key_only_we_added_survives_their_deletion_of_others(ops: Ops) -> None:
+    key = saved(ops, a=1, b=2)
+    a, b = loaded(ops, key), loaded(ops, key)
+    ops.pop(b, "a")
+    ops.save(b)
+    ops.setitem(a, "c", 3)
+    ops.save(a)
+    assert read(ops, key) == {"b": 2, "c": 3}

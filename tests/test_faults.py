@@ -364,3 +364,46 @@ def test_operation_timings_are_signalled(ops: Ops) -> None:
         signals.operation_completed.disconnect(receiver)
     assert [(op, ok) for op, ok, _ in timings] == [("save", True), ("exists", True)]
     assert all(0 < duration < 5 for _, _, duration in timings)
+
+
+def test_async_outage_is_503_and_keeps_the_cookie(on: RedisServer) -> None:
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    async def flow() -> None:
+        client = AsyncClient()
+        assert (await client.get("/acounter/")).content == b"1"
+        key = client.cookies[COOKIE].value
+        on.stop()
+        response = await client.get("/acounter/")
+        assert response.status_code == 503
+        assert COOKIE not in response.cookies
+        # A write-only request meets the outage in the middleware's asave().
+        response = await client.get("/aset/a/b/")
+        assert response.status_code == 503
+        on.start()
+        assert (await client.get("/acounter/")).content == b"2"
+        assert client.cookies[COOKIE].value == key
+
+    async_to_sync(flow)()
+
+
+def test_outage_behind_a_handled_error_keeps_the_response(on: RedisServer) -> None:
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from django_redis_sessions.middleware import SessionMiddleware
+
+    request = RequestFactory().get("/")
+    request.COOKIES[COOKIE] = "a" * 32
+    on.stop()
+
+    def view(request: Any) -> HttpResponse:
+        try:
+            request.session.load()
+        except SessionUnavailable:
+            return HttpResponse("try later", status=429)
+        return HttpResponse("ok")  # pragma: no cover
+
+    response = SessionMiddleware(view)(request)
+    assert (response.status_code, response.content) == (429, b"try later")

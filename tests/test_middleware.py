@@ -172,3 +172,51 @@ def test_async_login_logout(middleware: str, user: User, r: redis.Redis) -> None
 
     async_to_sync(flow)()
     assert session_keys(r) == []
+
+
+def test_response_without_a_session_passes_through(middleware: str) -> None:
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from django_redis_sessions.middleware import SessionMiddleware
+
+    request = RequestFactory().get("/")
+    response = HttpResponse("x")
+    assert SessionMiddleware(lambda r: response).process_response(request, response) is response
+
+    async def passthrough(request: object) -> HttpResponse:
+        return response
+
+    async def call() -> object:
+        return await SessionMiddleware(passthrough).aprocess_response(request, response)
+
+    assert async_to_sync(call)() is response
+
+
+def test_browser_close_cookie(middleware: str, client: Client) -> None:
+    with override_settings(SESSION_EXPIRE_AT_BROWSER_CLOSE=True):
+        response = client.get("/counter/")
+    assert response.cookies[COOKIE]["max-age"] == ""
+    assert response.cookies[COOKIE]["expires"] == ""
+
+
+def test_untouched_session_does_not_vary(middleware: str, client: Client) -> None:
+    client.get("/counter/")
+    response = client.get("/plain/")
+    assert not response.has_header("Vary")
+    assert COOKIE not in response.cookies
+
+
+def test_other_exceptions_are_not_ours(middleware: str, client: Client) -> None:
+    client.raise_request_exception = False
+    assert client.get("/boom/").status_code == 500
+
+
+def test_async_browser_close_and_5xx(middleware: str) -> None:
+    async def flow() -> tuple[str, int]:
+        client = AsyncClient()
+        with override_settings(SESSION_EXPIRE_AT_BROWSER_CLOSE=True):
+            response = await client.get("/acounter/")
+        return response.cookies[COOKIE]["max-age"], (await client.get("/acounter/")).status_code
+
+    assert async_to_sync(flow)() == ("", 200)

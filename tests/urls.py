@@ -14,6 +14,8 @@ urlpatterns = [
     path("whoami/", views.whoami),
     path("slow-set/<str:key>/<str:value>/", views.slow_set),
     path("error/", views.server_error),
+    path("boom/", views.boom),
+    path("plain/", views.plain),
     path("concurrent-logout/", views.concurrent_logout),
     path("messages/", views.messages_view),
     path("csrf-token/", views.csrf_token_view),

@@ -80,6 +80,14 @@ def csrf_token_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(get_token(request))
 
 
+def plain(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("plain")
+
+
+def boom(request: HttpRequest) -> HttpResponse:
+    raise RuntimeError("boom")
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
     request.session["error"] = "set"
     return HttpResponse("boom", status=500)
