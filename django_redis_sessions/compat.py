@@ -103,4 +103,3 @@ else:  # pragma: no cover - exercised only on Django < 5.1
             self._session_cache = data
             if key:
                 await self.adelete(key)
-
