@@ -62,9 +62,6 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         # Uniqueness is enforced by SET NX in create(), not by an EXISTS round trip.
         return get_random_string(32, VALID_KEY_CHARS)
 
-    async def _aget_new_session_key(self) -> str:
-        return self._get_new_session_key()
-
     def _redis_key(self, session_key: str) -> str:
         return codec.redis_key(self._config.prefix, session_key)
 
@@ -162,6 +159,10 @@ class SessionStore(AsyncSessionAPI, SessionBase):
 
     def _load_or_fallback(self) -> Steps[dict[str, Any]]:
         try:
+            if self._unavailable is not None:
+                # Known down for this request: fail again at once, without
+                # waiting on Redis twice (error pages read request.user too).
+                raise self._unavailable
             return (yield from self._load())
         except SessionUnavailable as exc:
             self._report_unavailable("load", exc)

@@ -372,6 +372,14 @@ def test_non_json_value_names_the_key_and_writes_nothing(
     assert stored(r, store) == before
 
 
+def test_non_string_top_level_key_is_reported(ops: Ops, r: redis.Redis) -> None:
+    store = SessionStore()
+    store._session_cache = {(1, 2): "tuple keys cannot be JSON object keys"}
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        ops.save(store)
+    assert r.dbsize() == 0
+
+
 def test_non_json_value_on_create_writes_nothing(ops: Ops, r: redis.Redis) -> None:
     store = SessionStore()
     ops.setitem(store, "bad", {1, 2})
