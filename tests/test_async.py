@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import django
 import httpx
@@ -28,7 +29,7 @@ def client_count(r: redis.Redis) -> int:
     return len(r.client_list())
 
 
-async def roundtrip(value: int) -> tuple[int, object]:
+async def roundtrip(value: int) -> tuple[Any, object]:
     store = SessionStore()
     await store.aset("n", value)
     await store.asave()
@@ -127,9 +128,7 @@ def test_asgi_login_counter_logout_without_thread_hops(asgi_server: str) -> None
             assert http.cookies["sessionid"] != anonymous_key
             assert (await http.get("/awhoami/")).text == "ada"
             # Twenty concurrent requests, each setting its own key: all of them persist.
-            responses = await asyncio.gather(
-                *(http.get(f"/aset/k{n}/v{n}/") for n in range(20))
-            )
+            responses = await asyncio.gather(*(http.get(f"/aset/k{n}/v{n}/") for n in range(20)))
             assert {r.status_code for r in responses} == {200}
             data = (await http.get("/aget/")).json()
             assert {f"k{n}": f"v{n}" for n in range(20)}.items() <= data.items()

@@ -130,6 +130,7 @@ def test_one_client_per_process_shared_by_threads() -> None:
 def test_hiredis_is_used_when_installed() -> None:
     assert HIREDIS_AVAILABLE
     client = connection.get_client()
+    assert isinstance(client, redis.Redis)
     SessionStore().exists("a" * 32)
     pool_connection = client.connection_pool.get_connection()
     try:

@@ -37,7 +37,11 @@ class Ops:
     def getitem(self, store: SessionStore, key: str) -> Any:
         if self.is_async:
             sentinel = object()
-            value = async_to_sync(store.aget)(key, sentinel)
+
+            async def get() -> Any:
+                return await store.aget(key, sentinel)
+
+            value = async_to_sync(get)()
             if value is sentinel:
                 raise KeyError(key)
             return value
