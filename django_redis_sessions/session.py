@@ -46,6 +46,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     _cleared: bool = False
     _read_only: bool = False
     _unavailable: SessionUnavailable | None = None
+    _digest_cache: tuple[str, str] | None = None
 
     def __init__(self, session_key: str | None = None) -> None:
         super().__init__(session_key)
@@ -63,7 +64,14 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         return get_random_string(32, VALID_KEY_CHARS)
 
     def _redis_key(self, session_key: str) -> str:
-        return codec.redis_key(self._config.prefix, session_key)
+        return self._config.prefix + self._digest_of(session_key)
+
+    def _digest_of(self, session_key: str) -> str:
+        # A request asks for the same digest several times (load, save, signals).
+        cached = self._digest_cache
+        if cached is None or cached[0] != session_key:
+            cached = self._digest_cache = (session_key, codec.digest(session_key))
+        return cached[1]
 
     # Public API -------------------------------------------------------------
 
@@ -175,7 +183,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
 
     def _digest(self) -> str | None:
         session_key = self.session_key
-        return codec.digest(session_key) if session_key is not None else None
+        return self._digest_of(session_key) if session_key is not None else None
 
     # Steps: generators of Redis commands -------------------------------------
 
@@ -196,7 +204,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             expired = self._expiry_age(data) <= 0
         except (codec.CorruptSession, TypeError, ValueError) as exc:
             suspicious_logger.warning(
-                "Session data corrupted (session %s): %s", codec.digest(session_key), exc
+                "Session data corrupted (session %s): %s", self._digest_of(session_key), exc
             )
             self._session_key = None
             return {}
@@ -347,7 +355,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         limit = self._config.max_bytes
         if limit is not None and len(body) > limit:
             raise SessionTooLarge(
-                f"Session {codec.digest(session_key)} is {len(body)} bytes of JSON, over "
+                f"Session {self._digest_of(session_key)} is {len(body)} bytes of JSON, over "
                 f'SESSION_REDIS["max_bytes"] = {limit}; nothing was written.'
             )
 
