@@ -33,6 +33,8 @@ suspicious_logger = logging.getLogger("django.security.SuspiciousSession")
 logger = logging.getLogger("django_redis_sessions")
 
 CREATE_ATTEMPTS = 10
+# Redis refuses expiries past the year 292 million; a century is forever enough.
+MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000
 
 
 class SessionStore(AsyncSessionAPI, SessionBase):
@@ -348,8 +350,16 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         return age
 
     def _ttl_ms(self, data: dict[str, Any]) -> int:
-        age = self._expiry_age(data)
-        return math.ceil(age * 1000) if age > 0 else 0
+        try:
+            age = self._expiry_age(data)
+            if not age > 0:
+                return 0
+            return math.ceil(min(age * 1000, MAX_TTL_MS))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                "Session key '_session_expiry' must be a number of seconds or a datetime, "
+                f"got {data.get('_session_expiry')!r}"
+            ) from exc
 
     def _check_size(self, body: bytes, session_key: str) -> None:
         limit = self._config.max_bytes

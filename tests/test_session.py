@@ -307,6 +307,23 @@ def test_expired_age_deletes_instead_of_writing(ops: Ops, r: redis.Redis, expiry
     assert r.dbsize() == 0
 
 
+def test_far_future_expiry_is_capped(ops: Ops, r: redis.Redis) -> None:
+    store = SessionStore()
+    ops.set_expiry(store, 2**70)
+    ops.save(store)
+    assert 99 * 365 * 86_400_000 < pttl(r, store) <= 100 * 365 * 86_400_000
+    assert ops.getitem(SessionStore(store.session_key), "_session_expiry") == 2**70
+
+
+@pytest.mark.parametrize("bad", [[None], "not a date", {"days": 1}])
+def test_bad_expiry_value_is_a_clear_error(ops: Ops, r: redis.Redis, bad: Any) -> None:
+    store = SessionStore()
+    ops.setitem(store, "_session_expiry", bad)
+    with pytest.raises(TypeError, match="_session_expiry"):
+        ops.save(store)
+    assert r.dbsize() == 0
+
+
 def test_create_with_expired_age_stores_nothing(ops: Ops, r: redis.Redis) -> None:
     store = SessionStore()
     ops.set_expiry(store, -1)
