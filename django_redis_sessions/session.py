@@ -149,6 +149,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     def _finished(self, operation: str, started: float, exc: BaseException | None) -> None:
         if isinstance(exc, SessionUnavailable):
             self._report_unavailable(operation, exc)
+        if not signals.operation_completed.receivers:
+            return  # the common case: nobody listens, so build nothing
         signals.operation_completed.send(
             type(self),
             digest=self._digest(),
