@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,6 +15,8 @@ from django.dispatch import receiver
 
 SETTING = "SESSION_REDIS"
 DEFAULT_URL = "redis://localhost:6379/0"
+# With sentinels and no "url": db 0, no credentials; the host comes from the sentinels.
+SENTINEL_URL = "redis:///0"
 DEFAULT_PREFIX = "session:"
 URL_SCHEMES = ("redis", "rediss", "unix")
 ON_UNAVAILABLE = ("error", "anonymous")
@@ -30,7 +32,15 @@ DEFAULT_RETRIES = 2
 DEFAULT_BACKOFF_BASE = 0.02
 DEFAULT_BACKOFF_CAP = 0.2
 DEFAULT_RETRY_AFTER = 5
-DEFAULT_MAX_CONFLICT_RETRIES = 10
+DEFAULT_MAX_CONFLICT_RETRIES = 50
+# WAIT blocks the request: well under the default socket_timeout, which would
+# otherwise cut the reply off first.
+DEFAULT_WAIT_TIMEOUT = 500
+# Reading from replicas would break read-your-writes: a session saved by one
+# request (a login) could be missing in the next one.
+REPLICA_READ_OPTIONS = ("read_from_replicas", "load_balancing_strategy")
+
+Address = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,24 @@ class Config:
     max_bytes: int | None = None
     compress_min_bytes: int | None = None
     max_conflict_retries: int = DEFAULT_MAX_CONFLICT_RETRIES
+    # Redis Sentinel: redis-py's Sentinel(sentinels, sentinel_kwargs=sentinel_options)
+    # and master_for(service_name).
+    sentinels: tuple[Address, ...] = ()
+    service_name: str | None = None
+    sentinel_options: Mapping[str, Any] = field(default_factory=dict)
+    # Redis Cluster: redis-py's RedisCluster, from ``url`` and/or ``startup_nodes``.
+    cluster: bool = False
+    startup_nodes: tuple[Address, ...] = ()
+    # Durability: after each write, WAIT until this many replicas have it.
+    wait_replicas: int = 0
+    wait_timeout: int = DEFAULT_WAIT_TIMEOUT
+
+    @property
+    def topology(self) -> str:
+        """``"sentinel"``, ``"cluster"`` or ``"single"``."""
+        if self.sentinels:
+            return "sentinel"
+        return "cluster" if self.cluster else "single"
 
 
 KNOWN_KEYS = frozenset(Config.__dataclass_fields__)
@@ -73,7 +101,7 @@ def _dotted_path(raw: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
-def validate_url(url: Any) -> str:
+def validate_url(url: Any, *, host_required: bool = True) -> str:
     if not isinstance(url, str):
         raise _fail("url", f"must be a string, got {url!r}.")
     try:
@@ -85,8 +113,75 @@ def validate_url(url: Any) -> str:
         raise _fail("url", f"{url!r} must start with redis://, rediss:// or unix://.")
     if parts.scheme == "unix" and not parts.path:
         raise _fail("url", f"{url!r} names no socket path.")
-    if parts.scheme != "unix" and not parts.hostname:
+    if parts.scheme != "unix" and host_required and not parts.hostname:
         raise _fail("url", f"{url!r} names no host.")
+    return url
+
+
+def _non_negative_int(raw: Mapping[str, Any], key: str, default: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _fail(key, f"must be an integer >= 0, got {value!r}.")
+    return value
+
+
+def _addresses(raw: Mapping[str, Any], key: str) -> tuple[Address, ...]:
+    """A non-empty list of ``(host, port)`` pairs, as redis-py takes them."""
+    value = raw.get(key)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+        raise _fail(key, f"must be a non-empty list of (host, port) pairs, got {value!r}.")
+    addresses = []
+    for item in value:
+        if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2:
+            raise _fail(key, f"{item!r} is not a (host, port) pair.")
+        host, port = item
+        if not isinstance(host, str) or not host:
+            raise _fail(key, f"{item!r}: the host must be a non-empty string.")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise _fail(key, f"{item!r}: the port must be an integer from 1 to 65535.")
+        addresses.append((host, port))
+    return tuple(addresses)
+
+
+def _mapping(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, Mapping):
+        raise _fail(key, f"must be a dict of connection arguments, got {value!r}.")
+    return dict(value)
+
+
+def _sentinel_url(raw: Mapping[str, Any], service_name: str) -> str:
+    """The URL's scheme, credentials and db apply; the sentinels name the host."""
+    if "url" not in raw:
+        return SENTINEL_URL
+    url = validate_url(raw["url"], host_required=False)
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        raise _fail(
+            "url", "must be redis:// or rediss:// with sentinels (they give TCP addresses)."
+        )
+    if parts.hostname not in (None, service_name.lower()) or parts.port is not None:
+        raise _fail(
+            "url",
+            f"{url!r} names a host, but with sentinels the primary's address comes "
+            f"from them: leave it out (e.g. redis://:password@/0), or write the "
+            f"service name ({service_name!r}) in its place.",
+        )
+    return url
+
+
+def _cluster_url(raw: Mapping[str, Any], startup_nodes: tuple[Address, ...]) -> str:
+    if "url" not in raw:
+        if startup_nodes:
+            host, port = startup_nodes[0]
+            return f"redis://{host}:{port}/0"
+        return DEFAULT_URL
+    url = validate_url(raw["url"])
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        raise _fail("url", "Redis Cluster needs a redis:// or rediss:// startup node.")
+    if parts.path.strip("/") not in ("", "0") or "db=" in parts.query:
+        raise _fail("url", f"{url!r}: Redis Cluster has only database 0.")
     return url
 
 
@@ -112,14 +207,34 @@ def parse(raw: Any) -> Config:
     on_unavailable = raw.get("on_unavailable", "error")
     if on_unavailable not in ON_UNAVAILABLE:
         raise _fail("on_unavailable", f"must be 'error' or 'anonymous', got {on_unavailable!r}.")
+    for key in REPLICA_READ_OPTIONS:
+        if key in options:
+            raise _fail(
+                "options",
+                f"{key!r} is not supported: sessions are read from the primary, so a "
+                "request always sees what the previous one saved (e.g. a login).",
+            )
+    topology = _topology(raw)
+    wait_replicas = _non_negative_int(raw, "wait_replicas", 0)
+    wait_timeout = _positive_int(
+        {"wait_timeout": DEFAULT_WAIT_TIMEOUT, **raw}, "wait_timeout", optional=False
+    )
+    socket_timeout = options.get("socket_timeout", DEFAULT_OPTIONS["socket_timeout"])
+    if wait_replicas and socket_timeout is not None and wait_timeout >= socket_timeout * 1000:
+        raise _fail(
+            "wait_timeout",
+            f"{wait_timeout} ms must be shorter than the socket timeout "
+            f"({socket_timeout} s), or the socket gives up before WAIT answers.",
+        )
     return Config(
-        url=validate_url(raw.get("url", DEFAULT_URL)),
         prefix=prefix,
         options=dict(options),
         client=_dotted_path(raw, "client"),
         async_client=_dotted_path(raw, "async_client"),
         on_unavailable=on_unavailable,
-        retry_after=_positive_int({"retry_after": DEFAULT_RETRY_AFTER, **raw}, "retry_after", optional=False),
+        retry_after=_positive_int(
+            {"retry_after": DEFAULT_RETRY_AFTER, **raw}, "retry_after", optional=False
+        ),
         max_bytes=_positive_int(raw, "max_bytes", optional=True),
         compress_min_bytes=_positive_int(raw, "compress_min_bytes", optional=True),
         max_conflict_retries=_positive_int(
@@ -127,7 +242,49 @@ def parse(raw: Any) -> Config:
             "max_conflict_retries",
             optional=False,
         ),
+        wait_replicas=wait_replicas,
+        wait_timeout=wait_timeout,
+        **topology,
     )
+
+
+def _topology(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The Config fields that say where Redis is: single server, Sentinel or Cluster."""
+    cluster = raw.get("cluster", False)
+    if not isinstance(cluster, bool):
+        raise _fail("cluster", f"must be True or False, got {cluster!r}.")
+    if "sentinels" in raw:
+        if cluster:
+            raise _fail("cluster", 'cannot be combined with "sentinels": choose one.')
+        sentinels = _addresses(raw, "sentinels")
+        service_name = raw.get("service_name")
+        if not isinstance(service_name, str) or not service_name:
+            raise _fail(
+                "service_name",
+                f"must name the primary the sentinels monitor (e.g. 'mymaster'), "
+                f"got {service_name!r}.",
+            )
+        return {
+            "url": _sentinel_url(raw, service_name),
+            "sentinels": sentinels,
+            "service_name": service_name,
+            "sentinel_options": _mapping(raw, "sentinel_options"),
+        }
+    for key in ("service_name", "sentinel_options"):
+        if key in raw:
+            raise _fail(key, 'only applies with "sentinels".')
+    if cluster:
+        if "db" in raw.get("options", {}):
+            raise _fail("options", "'db' is not supported: Redis Cluster has only database 0.")
+        startup_nodes = _addresses(raw, "startup_nodes") if "startup_nodes" in raw else ()
+        return {
+            "url": _cluster_url(raw, startup_nodes),
+            "cluster": True,
+            "startup_nodes": startup_nodes,
+        }
+    if "startup_nodes" in raw:
+        raise _fail("startup_nodes", 'only applies with "cluster": True.')
+    return {"url": validate_url(raw.get("url", DEFAULT_URL))}
 
 
 @functools.cache

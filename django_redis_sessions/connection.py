@@ -3,30 +3,59 @@
 redis-py's pools notice a fork and start afresh in the child, so a client made
 before gunicorn forks its workers is safe to keep. Async clients are bound to the
 loop that made them and are dropped with it.
+
+The topology follows ``SESSION_REDIS``: one server (``url``), a Sentinel group
+(``sentinels``: the client always talks to the primary the sentinels name) or a
+Cluster (``cluster``: redis-py routes each single-key command to its slot's
+primary and follows MOVED/ASK and failovers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any, cast
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.asyncio.retry
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.sentinel
 from django.utils.module_loading import import_string
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
 
 from django_redis_sessions import conf
 
+# redis-py leaves these unannotated; mypy strict refuses untyped calls.
+_parse_url: Any = parse_url
+_Sentinel: Any = redis.sentinel.Sentinel
+_AsyncSentinel: Any = redis.asyncio.sentinel.Sentinel
+_SentinelConnectionPool: Any = redis.sentinel.SentinelConnectionPool
+_ClusterNode: Any = redis.cluster.ClusterNode
+
+SyncClient = redis.Redis | redis.cluster.RedisCluster
+AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+
+# Talking to sentinels is on the request path too (on each new connection).
+DEFAULT_SENTINEL_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": 1.0,
+    "socket_timeout": 1.0,
+}
+
 _lock = threading.Lock()
-_client: redis.Redis | None = None
+_client: SyncClient | None = None
+# Clients made alongside _client that reset() must close too (a Sentinel's own).
+_client_extras: list[redis.Redis] = []
 # The closer is kept alive here: a collected async generator would close its client early.
 _async_clients: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, tuple[redis.asyncio.Redis, AsyncGenerator[None, None]]
+    asyncio.AbstractEventLoop, tuple[AsyncClient, AsyncGenerator[None, None]]
 ] = weakref.WeakKeyDictionary()
 
 
@@ -51,7 +80,7 @@ def _async_options(options: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(retry, Retry):
         # Users write redis.retry.Retry in settings; the asyncio pool needs its twin.
         async_options["retry"] = redis.asyncio.retry.Retry(
-            retry._backoff, retry.get_retries(), retry._supported_errors
+            retry._backoff, retry.get_retries(), cast(Any, retry._supported_errors)
         )
     return async_options
 
@@ -60,18 +89,123 @@ def build_pool(config: conf.Config) -> redis.ConnectionPool:
     return redis.ConnectionPool.from_url(config.url, **pool_options(config))
 
 
+# Sentinel ------------------------------------------------------------------------
+
+
+def sentinel_options(config: conf.Config) -> dict[str, Any]:
+    """Connection arguments for the sentinels themselves (redis-py's ``sentinel_kwargs``)."""
+    return {**DEFAULT_SENTINEL_OPTIONS, **config.sentinel_options}
+
+
+def primary_options(config: conf.Config) -> dict[str, Any]:
+    """Connection arguments for the primary the sentinels name: the URL's, then ours."""
+    from_url: dict[str, Any] = _parse_url(config.url)
+    for key in ("host", "port"):  # the sentinels give the address
+        from_url.pop(key, None)
+    if from_url.pop("connection_class", None) is not None:  # only rediss:// sets one
+        from_url["ssl"] = True
+    return {**from_url, **pool_options(config)}
+
+
+def _sentinel_client(config: conf.Config) -> tuple[redis.Redis, list[redis.Redis]]:
+    sentinel = _Sentinel(list(config.sentinels), sentinel_kwargs=sentinel_options(config))
+    client: redis.Redis = sentinel.master_for(config.service_name, **primary_options(config))
+    return client, list(sentinel.sentinels)
+
+
+def _async_sentinel_client(
+    config: conf.Config,
+) -> tuple[redis.asyncio.Redis, list[redis.asyncio.Redis]]:
+    sentinel = _AsyncSentinel(
+        list(config.sentinels), sentinel_kwargs=_async_options(sentinel_options(config))
+    )
+    client: redis.asyncio.Redis = sentinel.master_for(
+        config.service_name, **_async_options(primary_options(config))
+    )
+    return client, list(sentinel.sentinels)
+
+
+# Cluster -------------------------------------------------------------------------
+
+
+def _parameters(function: Any) -> set[str]:
+    return {
+        name
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+    } - {"self"}
+
+
+def cluster_option_names() -> set[str]:
+    """What sync RedisCluster takes: its own arguments, and those it passes to each node.
+
+    It drops any other keyword silently, so check_options() refuses the rest.
+    """
+    return (
+        _parameters(redis.cluster.RedisCluster.__init__) | set(redis.cluster.REDIS_ALLOWED_KEYS)
+    ) - {"host", "port", "url", "startup_nodes", "db", "connection_pool"}
+
+
+def _cluster_client(config: conf.Config) -> redis.cluster.RedisCluster:
+    nodes = [_ClusterNode(host, port) for host, port in config.startup_nodes]
+    # Connects at once to read the slot map; a failure surfaces as a RedisError
+    # or RedisClusterException, which the driver turns into SessionUnavailable.
+    return redis.cluster.RedisCluster.from_url(
+        config.url, startup_nodes=nodes, **pool_options(config)
+    )
+
+
+def _async_cluster_client(config: conf.Config) -> redis.asyncio.cluster.RedisCluster:
+    nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in config.startup_nodes]
+    accepted = _parameters(redis.asyncio.cluster.RedisCluster.__init__)
+    # The asyncio class names every argument it takes; ours may carry sync-only
+    # ones (health_check_interval on old redis-py), which it would reject.
+    options = {
+        key: value for key, value in _async_options(pool_options(config)).items() if key in accepted
+    }
+    return redis.asyncio.cluster.RedisCluster.from_url(config.url, startup_nodes=nodes, **options)
+
+
+# Checks and clients ------------------------------------------------------------------
+
+
 def check_options(config: conf.Config) -> None:
     """Raise ImproperlyConfigured if the pool arguments cannot build a connection."""
     if config.client is not None:
         _import(config.client, "client")
     if config.async_client is not None:
         _import(config.async_client, "async_client")
+    if config.topology == "cluster":
+        _check_cluster_options(config)
+        return
+    if config.topology == "sentinel":
+        try:
+            sentinel = _Sentinel(list(config.sentinels), sentinel_kwargs=sentinel_options(config))
+        except (TypeError, ValueError) as exc:
+            raise conf._fail("sentinel_options", f"cannot build a connection: {exc}") from exc
+        pool: redis.ConnectionPool = _SentinelConnectionPool(
+            config.service_name, sentinel, **primary_options(config)
+        )
+    else:
+        pool = build_pool(config)
     try:
         # Builds a connection object without connecting: unknown keyword
         # arguments surface here, at startup, rather than on the first request.
-        build_pool(config).make_connection()
+        pool.make_connection()
     except (TypeError, ValueError) as exc:
         raise conf._fail("options", f"cannot build a connection from these options: {exc}") from exc
+
+
+def _check_cluster_options(config: conf.Config) -> None:
+    # A cluster client connects as it is built, so only the names are checked
+    # here; values are checked by the first connection.
+    unknown = sorted(set(config.options) - cluster_option_names())
+    if unknown:
+        raise conf._fail(
+            "options",
+            f"{', '.join(map(repr, unknown))} not accepted by redis.cluster.RedisCluster "
+            "(it would silently ignore them).",
+        )
 
 
 def _import(path: str, key: str) -> Any:
@@ -81,7 +215,16 @@ def _import(path: str, key: str) -> Any:
         raise conf._fail(key, f"cannot import {path!r}: {exc}") from exc
 
 
-def get_client() -> redis.Redis:
+def build_client(config: conf.Config) -> tuple[SyncClient, list[redis.Redis]]:
+    """A new sync client for ``config``, and the helper clients to close along with it."""
+    if config.topology == "cluster":
+        return _cluster_client(config), []
+    if config.topology == "sentinel":
+        return _sentinel_client(config)
+    return redis.Redis(connection_pool=build_pool(config)), []
+
+
+def get_client() -> SyncClient:
     global _client
     client = _client
     if client is not None:
@@ -92,27 +235,37 @@ def get_client() -> redis.Redis:
             if config.client is not None:
                 _client = _import(config.client, "client")()
             else:
-                _client = redis.Redis(connection_pool=build_pool(config))
+                _client, extras = build_client(config)
+                _client_extras.extend(extras)
         return _client
 
 
-async def get_async_client() -> redis.asyncio.Redis | None:
+def build_async_client(config: conf.Config) -> tuple[AsyncClient, list[redis.asyncio.Redis]]:
+    """A new asyncio client for ``config``, and the helper clients to close along with it."""
+    if config.topology == "cluster":
+        return _async_cluster_client(config), []
+    if config.topology == "sentinel":
+        return _async_sentinel_client(config)
+    pool = redis.asyncio.ConnectionPool.from_url(config.url, **_async_options(pool_options(config)))
+    return redis.asyncio.Redis(connection_pool=pool), []
+
+
+async def get_async_client() -> AsyncClient | None:
     """The running loop's client, or None when only a sync ``client`` is configured."""
     loop = asyncio.get_running_loop()
     entry = _async_clients.get(loop)
     if entry is not None:
         return entry[0]
     config = conf.get_config()
+    client: AsyncClient
+    extras: list[redis.asyncio.Redis] = []
     if config.async_client is not None:
         client = _import(config.async_client, "async_client")()
     elif config.client is not None:
         return None
     else:
-        pool = redis.asyncio.ConnectionPool.from_url(
-            config.url, **_async_options(pool_options(config))
-        )
-        client = redis.asyncio.Redis(connection_pool=pool)
-    closer = _close_at_loop_shutdown(client)
+        client, extras = build_async_client(config)
+    closer = _close_at_loop_shutdown([client, *extras])
     # Running it once registers it with the loop, whose shutdown_asyncgens()
     # (asyncio.run, asgiref, uvicorn all call it) then closes the client in-loop.
     await closer.__anext__()
@@ -122,11 +275,21 @@ async def get_async_client() -> redis.asyncio.Redis | None:
     return client
 
 
-async def _close_at_loop_shutdown(client: redis.asyncio.Redis) -> AsyncIterator[None]:
+async def _close_at_loop_shutdown(
+    clients: Sequence[AsyncClient],
+) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
-        await client.aclose()
+        for client in clients:
+            await client.aclose()
+
+
+def _close(client: SyncClient) -> None:
+    if isinstance(client, redis.cluster.RedisCluster):
+        client.close()
+    else:
+        client.connection_pool.disconnect()
 
 
 def reset() -> None:
@@ -134,6 +297,8 @@ def reset() -> None:
     global _client
     with _lock:
         client, _client = _client, None
-    if client is not None:
-        client.connection_pool.disconnect()
+        extras = list(_client_extras)
+        _client_extras.clear()
+    for each in [client, *extras] if client is not None else extras:
+        _close(each)
     _async_clients.clear()

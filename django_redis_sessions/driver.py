@@ -4,27 +4,67 @@ An operation is a generator that yields commands (tuples; see ``scripts``) and
 receives each reply. Redis failures are thrown into it as SessionUnavailable, so
 the operation decides what a failure means; a WRONGTYPE reply (someone else's
 key under our prefix) is sent in as a value, since only a read can meet it.
+
+With ``SESSION_REDIS["wait_replicas"] = N``, every write is followed by
+``WAIT N timeout`` in the same round trip and on the same connection (WAIT
+counts the replicas that have this connection's writes), and fewer than N
+acknowledgements fail the operation. On a Cluster that connection is one to
+the primary owning the key, so the pair is sent to that node directly, with
+MOVED/ASK and failovers handled here the way redis-py handles them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import Any, TypeVar
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar, cast
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 from asgiref.sync import sync_to_async
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
-from django_redis_sessions import connection, scripts
+from django_redis_sessions import conf, connection, scripts
 from django_redis_sessions.exceptions import SessionUnavailable
 
 T = TypeVar("T")
 Command = tuple[Any, ...]
+# (replicas, timeout in ms); (0, 0) sends no WAIT.
+Wait = tuple[int, int]
+NO_WAIT: Wait = (0, 0)
+WAIT = "WAIT"
+ASKING = "ASKING"
+
+# Failures of the client itself, not only of a command: a cluster client that
+# cannot read the slot map raises RedisClusterException, which is no RedisError.
+CLIENT_ERRORS = (RedisError, RedisClusterException)
+# Worth another try on the key's (possibly new) primary after a topology refresh.
+_CLUSTER_RETRY = (redis.ConnectionError, redis.TimeoutError, RedisClusterException)
+_backoff = ExponentialWithJitterBackoff(
+    cap=conf.DEFAULT_BACKOFF_CAP, base=conf.DEFAULT_BACKOFF_BASE
+)
 
 
 class WrongType(Exception):
     """The key holds a value of another Redis type."""
+
+
+class NotReplicated(RedisError):
+    """WAIT counted fewer replicas than ``SESSION_REDIS["wait_replicas"]``."""
 
 
 def _script_args(command: Command) -> tuple[scripts.Script, tuple[Any, ...]]:
@@ -32,43 +72,155 @@ def _script_args(command: Command) -> tuple[scripts.Script, tuple[Any, ...]]:
     return script, (1, *command[2:])
 
 
-def _resume_after(steps: Generator[Command, Any, Any], exc: RedisError) -> Command:
+def _resume_after(steps: Generator[Command, Any, Any], exc: Exception) -> Command:
     """Hand a failed command's error to the operation; return its next command."""
     if isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE"):
         return steps.send(WrongType(str(exc)))
-    failure = SessionUnavailable(f"Redis failed: {type(exc).__name__}: {exc}")
+    if isinstance(exc, NotReplicated):
+        failure = SessionUnavailable(str(exc))
+    else:
+        failure = SessionUnavailable(f"Redis failed: {type(exc).__name__}: {exc}")
     failure.__cause__ = exc
     return steps.throw(failure)
 
 
-def execute(client: redis.Redis, command: Command) -> Any:
-    if command[0] is scripts.EVALSHA:
-        script, args = _script_args(command)
-        try:
-            return client.execute_command(scripts.EVALSHA, script.sha, *args)
-        except NoScriptError:  # a restarted or flushed server: EVAL caches it again
-            return client.execute_command(scripts.EVAL, script.source, *args)
-    return client.execute_command(*command)
+def wait_of(config: conf.Config) -> Wait:
+    return (config.wait_replicas, config.wait_timeout) if config.wait_replicas else NO_WAIT
 
 
-async def aexecute(client: redis.asyncio.Redis, command: Command) -> Any:
+def needs_wait(command: Command) -> bool:
+    """Writes wait for replicas; reads and the expiry-only TOUCH script do not."""
     if command[0] is scripts.EVALSHA:
-        script, args = _script_args(command)
+        return command[1] is not scripts.TOUCH
+    return command[0] in (scripts.SET, scripts.DEL)
+
+
+def _wire(command: Command, *, by_source: bool = False) -> Command:
+    """The command as sent: a script call becomes EVALSHA (or EVAL) with its key count."""
+    if command[0] is not scripts.EVALSHA:
+        return command
+    script, args = _script_args(command)
+    if by_source:
+        return (scripts.EVAL, script.source, *args)
+    return (scripts.EVALSHA, script.sha, *args)
+
+
+def _key(command: Command) -> Any:
+    # Every command has exactly one key: after the script for a script call.
+    return command[2] if command[0] is scripts.EVALSHA else command[1]
+
+
+def _checked(replies: Sequence[Any], wait: Wait) -> Any:
+    """The write's reply, once WAIT says enough replicas have it."""
+    reply, acknowledged = replies
+    if isinstance(reply, Exception):
+        raise reply
+    if isinstance(acknowledged, Exception):
+        raise acknowledged
+    replicas, timeout = wait
+    if acknowledged < replicas:
+        raise NotReplicated(
+            f"The session was written to the primary, but only {acknowledged} of "
+            f'{replicas} replicas (SESSION_REDIS["wait_replicas"]) confirmed it '
+            f"within {timeout} ms."
+        )
+    return reply
+
+
+# Sync ------------------------------------------------------------------------------
+
+
+def execute(client: connection.SyncClient, command: Command, wait: Wait = NO_WAIT) -> Any:
+    if wait[0] and needs_wait(command):
+        return _execute_and_wait(client, command, wait)
+    send = cast(Any, client).execute_command
+    if command[0] is scripts.EVALSHA:
         try:
-            return await client.execute_command(scripts.EVALSHA, script.sha, *args)
-        except NoScriptError:
-            return await client.execute_command(scripts.EVAL, script.source, *args)
-    return await client.execute_command(*command)
+            return send(*_wire(command))
+        except NoScriptError:  # a restarted, flushed or new server: EVAL caches it again
+            return send(*_wire(command, by_source=True))
+    return send(*command)
+
+
+def _execute_and_wait(client: connection.SyncClient, command: Command, wait: Wait) -> Any:
+    wait_command = (WAIT, *wait)
+    if isinstance(client, redis.cluster.RedisCluster):
+        key = _key(command)
+
+        def send(commands: list[Command]) -> list[Any]:
+            return _cluster_pipeline(client, key, commands)
+
+    else:
+
+        def send(commands: list[Command]) -> list[Any]:
+            return _pipeline(client, commands)
+
+    replies = send([_wire(command), wait_command])
+    if isinstance(replies[0], NoScriptError):
+        replies = send([_wire(command, by_source=True), wait_command])
+    return _checked(replies, wait)
+
+
+def _pipeline(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
+    """One round trip on one connection, no MULTI; error replies come back as values."""
+    with client.pipeline(transaction=False) as pipe:
+        for command in commands:
+            cast(Any, pipe).execute_command(*command)
+        return pipe.execute(raise_on_error=False)
+
+
+def _cluster_pipeline(
+    client: redis.cluster.RedisCluster, key: Any, commands: list[Command]
+) -> list[Any]:
+    """``commands`` as one pipeline to the primary that owns ``key``."""
+    ask: Any = None
+    error: Exception | None = None
+    for attempt in range(1 + conf.DEFAULT_RETRIES):
+        if attempt and ask is None:
+            time.sleep(_backoff.compute(attempt))
+        try:
+            node = ask or cast(Any, client).get_node_from_key(key)
+            batch = [(ASKING,), *commands] if ask else commands
+            ask = None
+            replies = _pipeline(client.get_redis_connection(node), batch)[-len(commands) :]
+        except _CLUSTER_RETRY as exc:  # the node is gone or the slot map is stale
+            error = exc
+            _refresh(client.nodes_manager.initialize)
+            continue
+        error = replies[0] if _redirected(replies[0]) else None
+        if error is None:
+            return replies
+        if isinstance(error, MovedError):
+            _refresh(client.nodes_manager.initialize)
+        elif isinstance(error, AskError):  # the key is migrating: ask its new home once
+            ask = cast(Any, client).get_node(error.host, error.port)
+            if ask is None:
+                _refresh(client.nodes_manager.initialize)
+    assert error is not None
+    raise error
+
+
+def _redirected(reply: Any) -> bool:
+    return isinstance(reply, (AskError, TryAgainError, ClusterDownError))
+
+
+def _refresh(initialize: Callable[[], Any]) -> None:
+    # Best effort: when no node answers, the retry fails and reports why.
+    with contextlib.suppress(*CLIENT_ERRORS):
+        initialize()
 
 
 def run(steps: Generator[Command, Any, T]) -> T:
-    client = connection.get_client()
+    wait = wait_of(conf.get_config())
+    client: connection.SyncClient | None = None
     try:
         command = next(steps)
         while True:
             try:
-                reply = execute(client, command)
-            except RedisError as exc:
+                if client is None:  # fetched in the try: building a cluster client connects
+                    client = connection.get_client()
+                reply = execute(client, command, wait)
+            except CLIENT_ERRORS as exc:
                 command = _resume_after(steps, exc)
             else:
                 command = steps.send(reply)
@@ -76,7 +228,87 @@ def run(steps: Generator[Command, Any, T]) -> T:
         return stop.value  # type: ignore[no-any-return]
 
 
+# Async -----------------------------------------------------------------------------
+
+
+async def aexecute(client: connection.AsyncClient, command: Command, wait: Wait = NO_WAIT) -> Any:
+    if wait[0] and needs_wait(command):
+        return await _aexecute_and_wait(client, command, wait)
+    send = cast(Any, client).execute_command
+    if command[0] is scripts.EVALSHA:
+        try:
+            return await send(*_wire(command))
+        except NoScriptError:
+            return await send(*_wire(command, by_source=True))
+    return await send(*command)
+
+
+async def _aexecute_and_wait(client: connection.AsyncClient, command: Command, wait: Wait) -> Any:
+    wait_command = (WAIT, *wait)
+
+    async def send(commands: list[Command]) -> list[Any]:
+        if isinstance(client, redis.asyncio.cluster.RedisCluster):
+            return await _acluster_pipeline(client, _key(command), commands)
+        return await _apipeline(client, commands)
+
+    replies = await send([_wire(command), wait_command])
+    if isinstance(replies[0], NoScriptError):
+        replies = await send([_wire(command, by_source=True), wait_command])
+    return _checked(replies, wait)
+
+
+async def _apipeline(client: redis.asyncio.Redis, commands: Sequence[Command]) -> list[Any]:
+    async with client.pipeline(transaction=False) as pipe:
+        for command in commands:
+            cast(Any, pipe).execute_command(*command)
+        return await pipe.execute(raise_on_error=False)
+
+
+async def _acluster_pipeline(
+    client: redis.asyncio.cluster.RedisCluster, key: Any, commands: list[Command]
+) -> list[Any]:
+    ask: Any = None
+    error: Exception | None = None
+    for attempt in range(1 + conf.DEFAULT_RETRIES):
+        if attempt and ask is None:
+            await asyncio.sleep(_backoff.compute(attempt))
+        try:
+            await client.initialize()  # a no-op once the slot map is known
+            node = ask or client.get_node_from_key(key)
+            batch = [(ASKING,), *commands] if ask else commands
+            ask = None
+            # The asyncio cluster has no per-node client: its node sends a batch
+            # of commands on one of its connections, replies in each command.
+            queued = [
+                redis.asyncio.cluster.PipelineCommand(i, *command)
+                for i, command in enumerate(batch)
+            ]
+            await cast(Any, node).execute_pipeline(queued)
+            replies = [queued_command.result for queued_command in queued][-len(commands) :]
+        except _CLUSTER_RETRY as exc:
+            error = exc
+            await _arefresh(client)
+            continue
+        error = replies[0] if _redirected(replies[0]) else None
+        if error is None:
+            return replies
+        if isinstance(error, MovedError):
+            await _arefresh(client)
+        elif isinstance(error, AskError):
+            ask = client.get_node(error.host, error.port)
+            if ask is None:
+                await _arefresh(client)
+    assert error is not None
+    raise error
+
+
+async def _arefresh(client: redis.asyncio.cluster.RedisCluster) -> None:
+    with contextlib.suppress(*CLIENT_ERRORS):
+        await client.nodes_manager.initialize()
+
+
 async def arun(steps: Generator[Command, Any, T]) -> T:
+    wait = wait_of(conf.get_config())
     client = await connection.get_async_client()
     if client is None:  # only a sync client was configured: use it from a thread
         return await sync_to_async(run)(steps)
@@ -84,8 +316,8 @@ async def arun(steps: Generator[Command, Any, T]) -> T:
         command = next(steps)
         while True:
             try:
-                reply = await aexecute(client, command)
-            except RedisError as exc:
+                reply = await aexecute(client, command, wait)
+            except CLIENT_ERRORS as exc:
                 command = _resume_after(steps, exc)
             else:
                 command = steps.send(reply)

@@ -1,9 +1,20 @@
-"""A real redis-server for the whole run, and a clean database for every test."""
+"""Real Redis for the whole run, and a clean database for every test.
+
+``--redis-topology`` picks what the suite's SESSION_REDIS points at:
+
+- ``single`` (default): one redis-server of our own, or ``REDIS_URL`` if set;
+- ``sentinel``: one primary, one replica and three sentinels (tests/topology.py);
+- ``cluster``: three primaries with one replica each.
+
+Tests marked ``single_only`` are about one server's own process (stopping,
+freezing or restarting it) and are skipped on the other topologies.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -12,22 +23,90 @@ from django.conf import settings
 
 from django_redis_sessions import conf, connection
 from testproject.redis_server import RedisServer
+from tests.topology import Cluster, SentinelGroup
+
+TOPOLOGIES = ("single", "sentinel", "cluster")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--redis-topology",
+        choices=TOPOLOGIES,
+        default="single",
+        help="Run the suite against one redis-server (default), a Sentinel group or a Cluster.",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "single_only: about one redis-server's own process; skipped with "
+        "--redis-topology=sentinel or cluster",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    topology = config.getoption("--redis-topology")
+    if topology == "single":
+        return
+    skip = pytest.mark.skip(reason=f"single-server test; --redis-topology={topology}")
+    for item in items:
+        if "single_only" in item.keywords:
+            item.add_marker(skip)
+
+
+@dataclass
+class Deployment:
+    """Where the suite's Redis is: its SESSION_REDIS, a URL, and raw clients."""
+
+    topology: str
+    settings: dict[str, Any]
+    # single: the server; sentinel: the current primary; cluster: a startup node.
+    url: str
+    make_client: Callable[[], Any]
+    servers: SentinelGroup | Cluster | None = None
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """``REDIS_URL`` from the environment, else a redis-server of our own on loopback."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
-    with RedisServer() as server:
-        yield server.url
+def redis_topology(request: pytest.FixtureRequest) -> str:
+    topology: str = request.config.getoption("--redis-topology")
+    return topology
+
+
+@pytest.fixture(scope="session")
+def redis_deployment(redis_topology: str) -> Iterator[Deployment]:
+    if redis_topology == "sentinel":
+        with SentinelGroup() as group:
+            yield Deployment("sentinel", group.settings(), group.primary.url, group.client, group)
+    elif redis_topology == "cluster":
+        with Cluster() as cluster:
+            yield Deployment("cluster", cluster.settings(), cluster.url, cluster.client, cluster)
+    else:
+        url = os.environ.get("REDIS_URL")
+        if url:
+            yield Deployment("single", {"url": url}, url, lambda: redis.Redis.from_url(url))
+            return
+        with RedisServer() as server:
+            yield Deployment(
+                "single",
+                {"url": server.url},
+                server.url,
+                lambda: redis.Redis.from_url(server.url),
+            )
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_deployment: Deployment) -> str:
+    """``REDIS_URL`` from the environment, else a redis-server of our own on loopback.
+
+    On the sentinel topology, the primary's URL; on the cluster one, a startup node's.
+    """
+    return redis_deployment.url
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _session_redis(redis_url: str) -> Iterator[None]:
-    settings.SESSION_REDIS = {"url": redis_url}
+def _session_redis(redis_deployment: Deployment) -> Iterator[None]:
+    settings.SESSION_REDIS = dict(redis_deployment.settings)
     conf.get_config.cache_clear()
     connection.reset()
     yield
@@ -35,20 +114,36 @@ def _session_redis(redis_url: str) -> Iterator[None]:
 
 
 @pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    """A raw client on the test database, for looking behind the engine's back."""
-    client = redis.Redis.from_url(redis_url)
+def r(redis_deployment: Deployment) -> Iterator[Any]:
+    """A raw client on the test database, for looking behind the engine's back.
+
+    A ``redis.Redis`` (on sentinel: always the current primary), or on the
+    cluster a ``RedisCluster`` whose keys(), dbsize() and flushdb() reach every primary.
+    """
+    client = redis_deployment.make_client()
     yield client
     client.close()
 
 
 @pytest.fixture(autouse=True)
-def _clean_redis(r: redis.Redis) -> Iterator[None]:
+def _clean_redis(r: Any) -> Iterator[None]:
     r.flushdb()
     yield
     conf.get_config.cache_clear()
 
 
+TOPOLOGY_KEYS = frozenset(
+    {"sentinels", "service_name", "sentinel_options", "cluster", "startup_nodes"}
+)
+
+
 def session_redis(**overrides: Any) -> dict[str, Any]:
-    """The suite's SESSION_REDIS with some keys changed, for override_settings."""
-    return {**settings.SESSION_REDIS, **overrides}
+    """The suite's SESSION_REDIS with some keys changed, for override_settings.
+
+    A ``url`` of its own (and no topology keys) means that one server, whatever
+    topology the suite runs on: the Sentinel or Cluster keys are dropped.
+    """
+    base = dict(settings.SESSION_REDIS)
+    if "url" in overrides and not TOPOLOGY_KEYS & overrides.keys():
+        base = {key: value for key, value in base.items() if key not in TOPOLOGY_KEYS}
+    return {**base, **overrides}

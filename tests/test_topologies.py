@@ -25,7 +25,14 @@ from django_redis_sessions import codec, conf, connection, driver, scripts
 from django_redis_sessions.exceptions import SessionUnavailable
 from django_redis_sessions.session import SessionStore
 from testproject.redis_server import RedisServer, free_port
-from tests.topology import HOST, Cluster, SentinelGroup, client_for, replica_in_sync
+from tests.topology import (
+    HOST,
+    Cluster,
+    SentinelGroup,
+    client_for,
+    replica_in_sync,
+    wait_for,
+)
 
 MODES = ("sync", "async")
 
@@ -249,6 +256,7 @@ def test_sentinel_roundtrip(on_sentinel: SentinelGroup, mode: str) -> None:
     with client_for(on_sentinel.current_primary()) as primary:
         assert primary.get(redis_key(key)) == b'j1:1:{"user":"ada","n":1}'
     client = connection.get_client()
+    assert isinstance(client, redis.Redis)
     assert isinstance(client.connection_pool, redis.sentinel.SentinelConnectionPool)
 
 
@@ -390,15 +398,16 @@ def test_cluster_too_few_replicas_is_unavailable(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_cluster_wait_loads_scripts_where_missing(
-    on_cluster: Cluster, settings: Any, mode: str
+@pytest.mark.parametrize("wait_replicas", [0, 1])
+def test_cluster_loads_scripts_where_missing(
+    on_cluster: Cluster, settings: Any, mode: str, wait_replicas: int
 ) -> None:
-    use(settings, wait_replicas=1)
+    use(settings, wait_replicas=wait_replicas)
     key, _ = roundtrip(mode, {"n": 0})
     store = SessionStore(key)
     store["n"] = 1
     # A node that never ran the script (new, restarted, or promoted) answers
-    # NOSCRIPT to the pipelined EVALSHA: the pair is sent again with EVAL.
+    # NOSCRIPT to EVALSHA (pipelined with WAIT, or alone): it is sent again as EVAL.
     for primary in on_cluster.primaries():
         with client_for(primary) as client:
             client.script_flush()
@@ -426,22 +435,88 @@ def test_cluster_wait_follows_ask_during_slot_migration(
         dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
         src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
         try:
+            # What create() does with the key it drew (setting data first would load it).
             store = SessionStore(session_key)
-            store["user"] = "ada"
             if mode == "async":
                 async_to_sync(store.asave)(must_create=True)
             else:
                 store.save(must_create=True)
             # The source did not have the key, so it sent us (ASK) to the target.
             assert src.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
-            assert asking(dst, "GET", key) == b'j1:1:{"user":"ada"}'
+            assert store.session_key == session_key
+            assert asking(dst, "GET", key) == b"j1:1:{}"
             with client_for(on_cluster.replica_of(target)) as replica:
-                replica.execute_command("READONLY")
-                assert asking(replica, "GET", key) == b'j1:1:{"user":"ada"}'
+                # WAIT ran on the target's connection: its replica has the key.
+                assert replica.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 1
         finally:
             asking(dst, "DEL", key)
             for client in (src, dst):
                 client.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+
+
+def move_slot(cluster: Cluster, slot: int, source: Any, target: Any) -> None:
+    """Move an empty ``slot`` from ``source`` to ``target`` the way resharding does,
+    then wait until every node agrees (replicas learn it by gossip)."""
+    with client_for(source) as src, client_for(target) as dst:
+        source_id = src.execute_command("CLUSTER", "MYID").decode()
+        target_id = dst.execute_command("CLUSTER", "MYID").decode()
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        for client in (dst, src):  # the target first: it takes a new config epoch
+            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+    def agreed() -> bool:
+        return all(owner(node, slot) == target.port for node in cluster.nodes)
+
+    wait_for(agreed, 10, f"every node to see slot {slot} on {target.port}")
+
+
+def owner(node: Any, slot: int) -> int | None:
+    with client_for(node) as client:
+        for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return int(primary[1])
+    return None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cluster_wait_follows_moved_after_resharding(
+    on_cluster: Cluster, settings: Any, mode: str
+) -> None:
+    """The client's slot map is stale: MOVED, a refresh, and the pair goes to the new owner."""
+    use(settings, wait_replicas=1)
+    session_key = SessionStore()._get_new_session_key()
+    key = redis_key(session_key)
+    slot = redis.crc.key_slot(key.encode())
+    source = on_cluster.primary_for(key)
+    target = next(p for p in on_cluster.primaries() if p is not source)
+    with client_for(source) as src:
+        assert src.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+
+    def sync_flow() -> None:
+        SessionStore().save()  # the client now holds the slot map
+        move_slot(on_cluster, slot, source, target)
+        SessionStore(session_key).save(must_create=True)
+
+    async def async_flow() -> None:
+        await SessionStore().asave()  # this loop's client now holds the slot map
+        move_slot(on_cluster, slot, source, target)
+        await SessionStore(session_key).asave(must_create=True)
+
+    try:
+        if mode == "async":
+            asyncio.run(async_flow())
+        else:
+            sync_flow()
+        with client_for(target) as dst:
+            assert dst.get(key) == b"j1:1:{}"
+        with client_for(on_cluster.replica_of(target)) as replica:
+            assert replica.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 1
+    finally:
+        with client_for(target) as dst:
+            dst.delete(key)
+        if owner(target, slot) == target.port:
+            move_slot(on_cluster, slot, target, source)
 
 
 def asking(client: redis.Redis, *command: Any) -> Any:
