@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 
 SECRET_KEY = "tests-only"
@@ -40,8 +41,13 @@ TEMPLATES = [
 ]
 
 SESSION_ENGINE = "django_redis_sessions.session"
-# The test suite points this at the redis-server it starts (tests/conftest.py).
-SESSION_REDIS = {"url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")}
+# The test suite points this at the Redis it starts (tests/conftest.py); a server
+# process started by a test gets the same settings as JSON.
+SESSION_REDIS = (
+    json.loads(os.environ["TEST_SESSION_REDIS"])
+    if "TEST_SESSION_REDIS" in os.environ
+    else {"url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")}
+)
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 USE_TZ = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import httpx
 import pytest
 import redis
 from asgiref.sync import async_to_sync
+from django.conf import settings
 
 from django_redis_sessions import connection
 from django_redis_sessions.session import SessionStore
@@ -82,7 +84,7 @@ def asgi_server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "TEST_DATABASE": str(folder / "db.sqlite3"),
-        "REDIS_URL": redis_url,
+        "TEST_SESSION_REDIS": json.dumps(settings.SESSION_REDIS),
         "PYTHONPATH": str(ROOT),
     }
     prepare = (

@@ -20,9 +20,9 @@ from django.test import Client, override_settings
 
 from django_redis_sessions import SessionTooLarge, SessionUnavailable, codec, scripts, signals
 from django_redis_sessions.session import SessionStore
+from testproject.redis_server import RedisServer, RedisServerError
 from tests.conftest import session_redis
 from tests.twins import Ops
-from testproject.redis_server import RedisServer, RedisServerError
 
 COOKIE = settings.SESSION_COOKIE_NAME
 PERSISTENT = ["--appendonly", "yes", "--appendfsync", "always"]
@@ -227,7 +227,7 @@ def test_read_only_replica_is_unavailable_for_writes(server: RedisServer) -> Non
             while redis.Redis.from_url(replica.url).dbsize() < 1:
                 assert time.monotonic() < deadline, "replica never synced"
                 time.sleep(0.05)
-            with pytest.raises(SessionUnavailable, match="READONLY|read only"):
+            with pytest.raises(SessionUnavailable, match=r"READONLY|read only"):
                 store = SessionStore(primary.cookies[COOKIE].value)
                 store["visits"] = 99
                 store.save()

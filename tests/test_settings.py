@@ -16,9 +16,9 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from django_redis_sessions import conf, connection
 from django_redis_sessions.session import SessionStore
+from testproject.redis_server import RedisServer
 from tests.conftest import session_redis
 from tests.twins import Ops
-from testproject.redis_server import RedisServer
 
 # Set by the tests that use the custom client factories below.
 CUSTOM_URL = ""
@@ -127,6 +127,7 @@ def test_one_client_per_process_shared_by_threads() -> None:
     assert len({id(client) for client in seen}) == 1
 
 
+@pytest.mark.single_only
 def test_hiredis_is_used_when_installed() -> None:
     assert HIREDIS_AVAILABLE
     client = connection.get_client()
@@ -171,6 +172,7 @@ def test_unix_socket_url(ops: Ops, tmp_path: Any) -> None:
         assert ops.getitem(SessionStore(store.session_key), "via") == "socket"
 
 
+@pytest.mark.single_only
 def test_custom_clients_with_decoded_responses(ops: Ops, redis_url: str) -> None:
     global CUSTOM_URL
     CUSTOM_URL = redis_url
@@ -194,6 +196,7 @@ def test_custom_clients_with_decoded_responses(ops: Ops, redis_url: str) -> None
         assert isinstance(connection.get_client(), redis.Redis)
 
 
+@pytest.mark.single_only
 def test_sync_client_only_serves_async_calls_from_a_thread(redis_url: str) -> None:
     global CUSTOM_URL
     CUSTOM_URL = redis_url
