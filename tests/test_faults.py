@@ -92,6 +92,23 @@ def test_down_redis_raises_instead_of_loading_empty(
     assert events[0][1]["digest"] == codec.digest(store.session_key or "")
 
 
+def test_known_outage_is_not_waited_on_twice(ops: Ops, on: RedisServer, events: list[Any]) -> None:
+    store = SessionStore()
+    ops.save(store)
+    on.freeze()
+    try:
+        fresh = SessionStore(store.session_key)
+        with pytest.raises(SessionUnavailable):
+            ops.load(fresh)
+        started = time.monotonic()
+        with pytest.raises(SessionUnavailable):
+            ops.load(fresh)  # error pages read request.user too: no second wait
+        assert time.monotonic() - started < 0.5
+    finally:
+        on.thaw()
+    assert len(events) == 1
+
+
 @pytest.mark.parametrize("method", ["save", "create", "delete", "exists"])
 def test_every_operation_reports_unavailable(ops: Ops, on: RedisServer, method: str) -> None:
     store = SessionStore()

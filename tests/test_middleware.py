@@ -80,6 +80,16 @@ def test_save_after_concurrent_logout_is_400(
     assert client.get("/whoami/").content == b"anonymous"
 
 
+def test_async_save_after_concurrent_logout_is_400(middleware: str, r: redis.Redis) -> None:
+    async def flow() -> int:
+        client = AsyncClient()
+        await client.get("/acounter/")
+        return (await client.get("/aconcurrent-logout/")).status_code
+
+    assert async_to_sync(flow)() == 400
+    assert session_keys(r) == []
+
+
 def test_expired_session_starts_fresh(middleware: str, client: Client, r: redis.Redis) -> None:
     client.get("/counter/")
     old = client.cookies[COOKIE].value

@@ -17,6 +17,7 @@ urlpatterns = [
     path("boom/", views.boom),
     path("plain/", views.plain),
     path("concurrent-logout/", views.concurrent_logout),
+    path("aconcurrent-logout/", views.aconcurrent_logout),
     path("messages/", views.messages_view),
     path("csrf-token/", views.csrf_token_view),
     path("acounter/", views.acounter),

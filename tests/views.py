@@ -65,6 +65,14 @@ def concurrent_logout(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
 
+async def aconcurrent_logout(request: HttpRequest) -> HttpResponse:
+    from django_redis_sessions.session import SessionStore
+
+    await request.session.aset("cart", ["book"])
+    await SessionStore().adelete(request.session.session_key)
+    return HttpResponse("ok")
+
+
 def messages_view(request: HttpRequest) -> HttpResponse:
     from django.contrib import messages
 
