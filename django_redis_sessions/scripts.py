@@ -30,24 +30,39 @@ class Script:
 
 
 # Shared prologue: the stored version, or "return 0" when the session is gone
-# (or is not a value of ours, which is never overwritten).
+# (or is not a value of ours, which is never overwritten); other errors (an ACL
+# refusal, say) are returned as errors. GETRANGE reads just
+# the header ("z1:" + up to 16 digits + ":"), not the whole value.
 _CURRENT_VERSION = """
-local cur = redis.pcall('GET', KEYS[1])
-if type(cur) ~= 'string' then return 0 end
-local ver = string.match(cur, '^[jz]1:(%d+):')
+local head = redis.pcall('GETRANGE', KEYS[1], 0, 23)
+if type(head) == 'table' then
+  if string.find(head['err'], 'WRONGTYPE', 1, true) then return 0 end
+  return head
+end
+local ver = string.match(head, '^[jz]1:(%d+):')
 if not ver then return 0 end
 """
 
-# Write only if the session still exists and still has the version this request
-# loaded; ARGV[1] == "" skips the version check (an overwrite, e.g. after clear()).
-# Returns the new version, 0 when the session is gone (never recreate it), or the
-# current value on a version mismatch so the client can merge without a GET.
+# Write ARGV[2] (the whole new value, its version already ARGV[1] + 1) only if the
+# session still exists with version ARGV[1], the one this request loaded.
+# Returns 1 when written, 0 when the session is gone (never recreate it), or
+# the current value on a version mismatch so the client can merge without a GET.
 SAVE = Script(
     "save",
     _CURRENT_VERSION
-    + """if ARGV[1] ~= '' and ver ~= ARGV[1] then return cur end
-local new = tostring(tonumber(ver) + 1)
-redis.call('SET', KEYS[1], ARGV[2] .. ':' .. new .. ':' .. ARGV[3], 'PX', ARGV[4])
+    + """if ver ~= ARGV[1] then return redis.call('GET', KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+""",
+)
+
+# Overwrite whatever version is stored (after clear(), or without a load), but
+# only if the session still exists. Returns the new version, or 0 when gone.
+REPLACE = Script(
+    "replace",
+    _CURRENT_VERSION
+    + """local new = tostring(tonumber(ver) + 1)
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. new .. ':' .. ARGV[2], 'PX', ARGV[3])
 return tonumber(new)
 """,
 )
@@ -63,4 +78,4 @@ return 1
 """,
 )
 
-SCRIPTS = (SAVE, TOUCH)
+SCRIPTS = (SAVE, REPLACE, TOUCH)

@@ -19,6 +19,7 @@ from django.contrib.sessions.backends.base import (
     SessionBase,
     UpdateError,
 )
+from django.contrib.sessions.serializers import JSONSerializer
 from django.utils.crypto import get_random_string
 
 from django_redis_sessions import codec, conf, scripts, signals
@@ -50,8 +51,14 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     _unavailable: SessionUnavailable | None = None
     _digest_cache: tuple[str, str] | None = None
 
+    # SessionBase.__init__ would import SESSION_SERIALIZER on every request; this
+    # engine always stores JSON, so the class attribute stands in for it.
+    serializer = JSONSerializer
+
     def __init__(self, session_key: str | None = None) -> None:
-        super().__init__(session_key)
+        self._session_key = session_key
+        self.accessed = False
+        self.modified = False
         self._config = conf.get_config()
 
     # Keys -------------------------------------------------------------------
@@ -205,7 +212,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             fmt, version, stored_body = codec.split(reply)
             body = codec.unpack_body(fmt, stored_body)
             data = codec.loads(body)
-            expired = self._expiry_age(data) <= 0
+            expired = "_session_expiry" in data and self._expiry_age(data) <= 0
         except (codec.CorruptSession, TypeError, ValueError) as exc:
             suspicious_logger.warning(
                 "Session data corrupted (session %s): %s", self._digest_of(session_key), exc
@@ -279,17 +286,20 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         return None
 
     def _write(self, redis_key: str, data: dict[str, Any], body: bytes, ttl: int) -> Steps[None]:
-        expected = b"" if self._cleared or self._stored_version is None else self._stored_version
+        if self._cleared or self._stored_version is None:
+            return (yield from self._replace(redis_key, data, body, ttl))
+        expected = self._stored_version
         changes: tuple[dict[str, Any], set[str]] | None = None
         for attempt in range(1, self._config.max_conflict_retries + 1):
             fmt, stored = codec.pack_body(body, self._config.compress_min_bytes)
-            reply = yield (scripts.EVALSHA, scripts.SAVE, redis_key, expected, fmt, stored, ttl)
+            version = b"%d" % (int(expected) + 1)
+            value = codec.join(fmt, version, stored)
+            reply = yield (scripts.EVALSHA, scripts.SAVE, redis_key, expected, value, ttl)
             if reply == 0:
                 raise UpdateError
-            if isinstance(reply, int):
+            if reply == 1:
                 self._session_cache = data
-                self._stored_version, self._stored_body = str(reply).encode(), body
-                self._cleared = False
+                self._stored_version, self._stored_body = version, body
                 return None
             # Another request saved first: re-apply our own changes onto its data.
             signals.save_conflict.send(type(self), digest=self._digest(), attempt=attempt)
@@ -308,6 +318,15 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             f"Session kept changing under {self._config.max_conflict_retries} "
             "concurrent saves; nothing was written."
         )
+
+    def _replace(self, redis_key: str, data: dict[str, Any], body: bytes, ttl: int) -> Steps[None]:
+        fmt, stored = codec.pack_body(body, self._config.compress_min_bytes)
+        reply = yield (scripts.EVALSHA, scripts.REPLACE, redis_key, fmt, stored, ttl)
+        if reply == 0:
+            raise UpdateError
+        self._session_cache = data
+        self._stored_version, self._stored_body, self._cleared = b"%d" % reply, body, False
+        return None
 
     def _delete(self, session_key: str | None) -> Steps[None]:
         if session_key is None:
@@ -348,7 +367,10 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             return {}
 
     def _expiry_age(self, data: dict[str, Any]) -> float:
-        age: float = self.get_expiry_age(expiry=data.get("_session_expiry"))
+        expiry = data.get("_session_expiry")
+        if not expiry:  # the common case, without get_expiry_age()'s clock read
+            return self.get_session_cookie_age()
+        age: float = self.get_expiry_age(expiry=expiry)
         return age
 
     def _ttl_ms(self, data: dict[str, Any]) -> int:

@@ -272,7 +272,7 @@ def test_wrong_password_is_unavailable(ops: Ops, on: RedisServer, raw: redis.Red
 
 ACL_RULES = [
     "on", ">s3cret", "resetkeys", "~session:*", "resetchannels", "-@all",
-    "+get", "+set", "+del", "+exists", "+evalsha", "+eval", "+pexpire",
+    "+get", "+getrange", "+set", "+del", "+exists", "+evalsha", "+eval", "+pexpire",
     "+ping", "+hello", "+wait",
 ]  # fmt: skip
 
@@ -424,3 +424,19 @@ def test_outage_behind_a_handled_error_keeps_the_response(on: RedisServer) -> No
 
     response = SessionMiddleware(view)(request)
     assert (response.status_code, response.content) == (429, b"try later")
+
+
+def test_acl_refusal_inside_a_script_is_reported(
+    ops: Ops, on: RedisServer, raw: redis.Redis
+) -> None:
+    rules = [rule for rule in ACL_RULES if rule != "+getrange"]
+    raw.execute_command("ACL", "SETUSER", "nogetrange", *rules)
+    url = f"redis://nogetrange:s3cret@127.0.0.1:{on.port}/0"
+    with override_settings(SESSION_REDIS=session_redis(url=url)):
+        store = SessionStore()
+        ops.setitem(store, "a", 1)
+        ops.save(store)
+        loaded = SessionStore(store.session_key)
+        ops.setitem(loaded, "b", 2)
+        with pytest.raises(SessionUnavailable, match="can.t run this command"):
+            ops.save(loaded)
