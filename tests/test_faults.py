@@ -438,5 +438,5 @@ def test_acl_refusal_inside_a_script_is_reported(
         ops.save(store)
         loaded = SessionStore(store.session_key)
         ops.setitem(loaded, "b", 2)
-        with pytest.raises(SessionUnavailable, match="can.t run this command"):
+        with pytest.raises(SessionUnavailable, match=r"can.t run this command"):
             ops.save(loaded)

@@ -1,0 +1,331 @@
+"""Turn a run's raw figures (``results/latest.json``) into ``RESULTS.md``.
+
+Every cell is the median over the interleaved rounds (each round's figure being
+the median operation of that round), and the ratio beside it is that median over
+the floor's, measured in the same rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.engines import BY_NAME, ENGINES
+
+OP_TITLES = {
+    "load": "load",
+    "cycle": "read-modify-save",
+    "create": "create",
+    "exists": "exists",
+    "delete": "delete",
+    "cycle_key": "cycle_key",
+    "middleware": "middleware request",
+    "aget": "aget",
+    "acycle": "async read-modify-save",
+    "amiddleware": "async middleware request",
+}
+OURS = ("ours", "ours_zlib")
+PEERS = [e.name for e in ENGINES if e.name not in ("floor", *OURS)]
+
+
+def _values(xs: list[float | None]) -> list[float]:
+    return [x for x in xs if x is not None]
+
+
+def median(xs: list[float | None]) -> float | None:
+    values = _values(xs)
+    return statistics.median(values) if values else None
+
+
+def to_floor(xs: list[float | None], floor: list[float | None]) -> float | None:
+    """The ratio of the medians, both taken over the same interleaved rounds."""
+    mine, theirs = median(xs), median(floor)
+    return mine / theirs if mine is not None and theirs else None
+
+
+def spread(xs: list[float | None]) -> float | None:
+    """Interquartile range over the median: how much a cell moved between rounds."""
+    values = _values(xs)
+    if len(values) < 4:
+        return None
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return (q3 - q1) / statistics.median(values)
+
+
+def label(name: str) -> str:
+    text = BY_NAME[name].label
+    return f"**{text}**" if name in OURS else text
+
+
+def ops_table(timings: dict[str, dict[str, list[float | None]]], ops: list[str]) -> list[str]:
+    lines = [
+        "| engine | " + " | ".join(OP_TITLES[op] for op in ops) + " |",
+        "|---|" + "---:|" * len(ops),
+    ]
+    floor = timings.get("floor", {})
+    for name, by_op in timings.items():
+        cells = []
+        for op in ops:
+            value = median(by_op[op])
+            if value is None:
+                cells.append("failed")
+                continue
+            cell = f"{value:,.0f} µs"
+            if name != "floor":
+                ratio = to_floor(by_op[op], floor.get(op, []))
+                cell += f" · {ratio:.2f}×" if ratio is not None else ""
+            cells.append(cell)
+        lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def noise_lines(timings: dict[str, dict[str, list[float | None]]]) -> list[str]:
+    spreads = [s for by_op in timings.values() for xs in by_op.values() if (s := spread(xs))]
+    if not spreads:
+        return []
+    return [
+        f"- Round-to-round spread of a cell (interquartile range / median): median "
+        f"{statistics.median(spreads):.0%}, worst {max(spreads):.0%}."
+    ]
+
+
+def memory_table(memory: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
+        "| engine | bytes / session (`used_memory` Δ / N) | × floor | `MEMORY USAGE` | "
+        "value bytes | key bytes |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    floor = memory.get("floor", {}).get("per_session")
+    for name, row in memory.items():
+        if "error" in row:
+            lines.append(f"| {label(name)} | failed: {row['error']} | | | | |")
+            continue
+        ratio = f"{row['per_session'] / floor:.3f}×" if floor else ""
+        lines.append(
+            f"| {label(name)} | {row['per_session']:,.0f} | {ratio} | "
+            f"{row['memory_usage']:,.0f} | {row['value_bytes']:,.0f} | {row['key_bytes']:.0f} |"
+        )
+    return lines
+
+
+def _http_cell(runs: list[dict[str, Any]], floor: list[dict[str, Any]]) -> list[str]:
+    rps = [run["rps"] for run in runs]
+    bad = sum(run["non2xx"] + run["socket_errors"] for run in runs)
+    ratio = to_floor(rps, [run["rps"] for run in floor]) if floor is not runs else None
+    cells = [
+        f"{median(rps):,.0f}" + (f" ⚠ {bad} errors" if bad else ""),  # type: ignore[arg-type]
+        f"{ratio:.2f}×" if ratio is not None else "",
+        f"{median([run['p50_us'] / 1000 for run in runs]):.1f} ms",
+        f"{median([run['p99_us'] / 1000 for run in runs]):.1f} ms",
+    ]
+    return cells
+
+
+def http_table(http: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
+    kinds = list(http)
+    head = " | ".join(f"{kind} req/s | × floor | p50 | p99" for kind in kinds)
+    lines = [f"| engine | {head} |", "|---|" + "---:|" * 4 * len(kinds)]
+    for name in http[kinds[0]]:
+        cells: list[str] = []
+        for kind in kinds:
+            cells += _http_cell(http[kind][name], http[kind].get("floor", []))
+        lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+
+def targets(data: dict[str, Any]) -> list[str]:
+    rows: list[tuple[str, str, bool | None]] = []
+
+    def op_target(section: str, op: str, limit: float, title: str) -> None:
+        timings = data.get(section, {})
+        if "ours" not in timings or "floor" not in timings:
+            rows.append((title, "not measured", None))
+            return
+        ratio = to_floor(timings["ours"][op], timings["floor"][op])
+        peers = [to_floor(timings[p][op], timings["floor"][op]) for p in PEERS if p in timings]
+        best = min((r for r in peers if r is not None), default=None)
+        text = f"{ratio:.3f}×" if ratio is not None else "failed"
+        fastest = _values(timings["ours"][op]), _values(timings["floor"][op])
+        if all(fastest):
+            # The quietest rounds of each: what it costs when the machine lets it run.
+            text += f"; fastest rounds {min(fastest[0]) / min(fastest[1]):.2f}×"
+        if best is not None:
+            text += f" (best peer {best:.2f}×)"
+        rows.append((title, text, None if ratio is None else ratio <= limit))
+
+    op_target("sync", "cycle", 1.3, "read-modify-save ≤ 1.3 × floor")
+    op_target("sync", "middleware", 1.2, "middleware request ≤ 1.2 × floor's middleware")
+    op_target("async", "acycle", 1.3, "async read-modify-save ≤ 1.3 × redis.asyncio floor")
+
+    for kind, by_engine in data.get("http", {}).items():
+        if "ours" not in by_engine or "floor" not in by_engine:
+            continue
+        rps = {name: median([run["rps"] for run in runs]) or 0 for name, runs in by_engine.items()}
+        ratio = to_floor(
+            [run["rps"] for run in by_engine["ours"]], [run["rps"] for run in by_engine["floor"]]
+        )
+        best_peer = max((rps[p] for p in PEERS if p in rps), default=0.0)
+        ok = ratio is not None and ratio >= 0.95 and rps["ours"] > best_peer
+        peak = {name: max(run["rps"] for run in runs) for name, runs in by_engine.items()}
+        rows.append(
+            (
+                f"HTTP ({kind}): ≥ 0.95 × floor req/s and above every peer",
+                f"{ratio:.2f}×, {rps['ours']:,.0f} req/s vs best peer {best_peer:,.0f}; "
+                f"fastest rounds {peak['ours'] / peak['floor']:.2f}×",
+                ok,
+            )
+        )
+
+    memory = data.get("memory", {})
+    per = {name: row["per_session"] for name, row in memory.items() if "per_session" in row}
+    if "ours" in per and "floor" in per:
+        ratio = per["ours"] / per["floor"]
+        rows.append(("memory ≤ 1.05 × raw-JSON floor", f"{ratio:.3f}×", ratio <= 1.05))
+    if "ours_zlib" in per:
+        peer_min = min((per[p] for p in PEERS if p in per), default=None)
+        if peer_min is not None:
+            rows.append(
+                (
+                    "memory with compression below every peer",
+                    f"{per['ours_zlib']:,.0f} B vs best peer {peer_min:,.0f} B",
+                    per["ours_zlib"] < peer_min,
+                )
+            )
+    lines = [
+        "Verdicts use the medians; the fastest rounds (each engine's best round over the "
+        "floor's) are shown because this machine's noise moves the medians a lot.",
+        "",
+        "| target | measured | |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {title} | {text} | {_verdict(ok)} |" for title, text, ok in rows]
+    return lines
+
+
+def machine(data: dict[str, Any]) -> list[str]:
+    notes = data["notes"]
+    versions = notes.get("versions", {})
+    plan = notes["plan"]
+    ours_mw = notes.get("middleware", {}).get("ours", "?")
+    ver = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "hiredis parser")
+    lines = [
+        f"- Date: {notes['date']}; run took {notes.get('seconds', '?')} s"
+        + (" (**--quick**: fewer, shorter rounds)" if notes.get("quick") else ""),
+        f"- CPU: {notes['cpu']}, {notes['cores']} cores; {notes['platform']}",
+        "- Load average (1/5/15 min) before: "
+        + " / ".join(f"{x:.2f}" for x in notes["load_before"])
+        + ", after: "
+        + " / ".join(f"{x:.2f}" for x in notes.get("load_after", []))
+        + " (a shared machine: other jobs ran too)",
+        f"- {ver}; hiredis parser in use: {versions.get('hiredis parser', '?')}",
+        f"- redis-server {notes.get('redis_server', '?')}, started by the benchmark on "
+        "127.0.0.1 (no persistence); PostgreSQL: " + str(notes["postgres"]),
+        f"- wrk: {notes.get('wrk', '?')}",
+        f"- Our engine at revision {notes['revision']}; our rows use `{ours_mw}`, "
+        "the others Django's `SessionMiddleware`",
+        f"- {plan['rounds']} interleaved rounds; per round and cell up to {plan['n']} "
+        f"operations or {plan['max_s']} s after {plan['warmup']} warm-up operations",
+    ]
+    return lines
+
+
+def write_report(data: dict[str, Any], path: Path) -> None:
+    out: list[str] = [
+        "# Benchmark results",
+        "",
+        "Written by `python3 benchmarks/run.py` (see `benchmarks/README.md`). Every engine runs "
+        "in its own process against one redis-server; measurements are interleaved across "
+        "engines (A B C, B C A, C A B ...). A cell is the median over the rounds of each "
+        "round's median operation (req/s: of each round's run); × floor divides it by the "
+        "floor's, measured in the same rounds. The floor is raw redis-py with hiredis doing "
+        "the least a session store can: GET + `json.loads`; `json.dumps` + SET EX.",
+        "",
+        "## Machine",
+        "",
+        *machine(data),
+        "",
+        "## Targets (issue 8)",
+        "",
+        *targets(data),
+        "",
+        "## Session operations, sync (µs per operation · × floor)",
+        "",
+        *ops_table(data.get("sync", {}), [op for op in OP_TITLES if not op.startswith("a")]),
+        "",
+        "- load: `SessionStore(key).load()`; read-modify-save: a new store, `get` "
+        "`visits`, set it + 1, `save()`; create: a new store, `update(payload)`, `save()`; "
+        "exists: `exists(key)`; delete: `SessionStore(key).delete()`; cycle_key: "
+        "`SessionStore(key).cycle_key()`; middleware request: RequestFactory GET through the "
+        "session middleware to a counter view (load, +1, save, cookie).",
+        "- The payload: an authenticated shopper, 15 keys, about 1 KB of JSON "
+        "(`benchmarks/payload.py`). The per-operation floor calls redis-py directly; its "
+        "middleware row uses `benchmarks/floor_engine.py`, the same commands as a Django engine.",
+        *noise_lines(data.get("sync", {})),
+        "",
+        "## Client CPU per operation (µs · × floor)",
+        "",
+        "The same operations, counting only the CPU time of the engine's own process (the "
+        "mean over each round, median over the rounds): what the engine's Python costs, "
+        "without the waits on Redis or on the other jobs of a shared machine. Server-side "
+        "work (a Lua script, a database) is not in it.",
+        "",
+        *ops_table(data.get("sync_cpu", {}), [op for op in OP_TITLES if not op.startswith("a")]),
+        "",
+        "## Session operations, async (µs per operation · × floor)",
+        "",
+        *ops_table(data.get("async", {}), ["aget", "acycle", "amiddleware"]),
+        "",
+        "- aget: `await SessionStore(key).aget('visits')`; async read-modify-save: `aget`, "
+        "`aset`, `asave()`; async middleware request: an async counter view through the "
+        "middleware in async mode. The floor uses `redis.asyncio`; Django's engines use its "
+        "default `sync_to_async` versions (the cache engine awaits its cache's `aget`, which "
+        "Django's and django-redis's caches also run in a thread).",
+        *noise_lines(data.get("async", {})),
+        "",
+        f"## Redis memory per session ({data.get('memory_n', 0):,} sessions)",
+        "",
+        *memory_table(data.get("memory", {})),
+        "",
+        "- `used_memory` from `INFO memory` before and after creating the sessions (each with "
+        "a slightly different payload, so sizes spread over allocator size classes), divided "
+        "by their number: key, value, expiry and Redis' per-key overhead. `MEMORY USAGE` "
+        "(mean of up to 200 keys) counts the key and value only. The floor stores the same "
+        "compact JSON under `session:` + the 32-character key, with EX.",
+        "",
+        "## HTTP (wrk, loopback)",
+        "",
+    ]
+    if "http" in data:
+        plan = data["notes"]["plan"]
+        out += [
+            *http_table(data["http"]),
+            "",
+            f"- gunicorn (2 sync workers) serves the sync counter view, uvicorn (2 workers, "
+            f"uvloop + httptools) the async one (`benchmarks/urls.py`); each engine has its own "
+            f"server. wrk: 1 thread, {plan['http_connections']} connections, "
+            f"{plan['http_seconds']} s per run, {plan['http_rounds']} interleaved rounds; each "
+            f"request carries the cookie of one of {plan['http_sessions']} sessions holding the "
+            "payload, and every request saves (`visits` + 1).",
+            "- SQLite runs in WAL mode; PostgreSQL through Django's psycopg connection pool.",
+        ]
+    else:
+        out.append(f"Skipped: {data.get('http_skipped', 'not run')}.")
+    if data.get("skipped") or data.get("failures"):
+        out += ["", "## Engines skipped or failed", ""]
+        out += [f"- {BY_NAME[name].label}: {why}" for name, why in data["skipped"].items()]
+        out += [f"- {cell}: {why}" for cell, why in data["failures"].items()]
+    path.write_text("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    # Re-render the Markdown from a saved run: python -m benchmarks.report [results.json]
+    here = Path(__file__).parent
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else here / "results" / "latest.json"
+    write_report(json.loads(source.read_text()), here / "RESULTS.md")
