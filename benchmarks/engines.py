@@ -39,6 +39,8 @@ ENGINES = [
     Engine("floor", "floor: redis-py + hiredis, GET / SET EX", 1, memory=True),
     Engine("ours", "ours (django_redis_sessions)", 2, memory=True),
     Engine("ours_zlib", "ours, compress_min_bytes=256", 3, memory=True, http=False),
+    # Our engine behind Django's own middleware: what our middleware adds (ASGI above all).
+    Engine("ours_djmw", "ours behind Django's SessionMiddleware", 13),
     Engine("django_cache", "cache on Django's RedisCache", 4, memory=True),
     Engine("djredis_pickle", "cache on django-redis, pickle", 5, memory=True),
     Engine("djredis_json", "cache on django-redis, JSON", 6, memory=True),
@@ -69,7 +71,7 @@ def our_middleware_exists() -> bool:
 
 
 def middleware_for(engine: Engine) -> str:
-    if engine.name.startswith("ours") and our_middleware_exists():
+    if engine.name in ("ours", "ours_zlib") and our_middleware_exists():
         return OUR_MIDDLEWARE
     return DJANGO_MIDDLEWARE
 

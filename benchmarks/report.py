@@ -27,7 +27,7 @@ OP_TITLES = {
     "acycle": "async read-modify-save",
     "amiddleware": "async middleware request",
 }
-OURS = ("ours", "ours_zlib")
+OURS = ("ours", "ours_zlib", "ours_djmw")
 PEERS = [e.name for e in ENGINES if e.name not in ("floor", *OURS)]
 
 
