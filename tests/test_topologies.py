@@ -418,17 +418,23 @@ def test_cluster_loads_scripts_where_missing(
     assert SessionStore(key).load() == {"n": 1}
 
 
+def new_key_and_nodes(cluster: Cluster) -> tuple[str, str, int, Any, Any]:
+    """A session key not stored yet, its Redis key and slot, the primary owning
+    that slot, and another primary."""
+    session_key = SessionStore()._get_new_session_key()
+    key = redis_key(session_key)
+    source = cluster.primary_for(key)
+    target = next(p for p in cluster.primaries() if p is not source)
+    return session_key, key, redis.crc.key_slot(key.encode()), source, target
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_cluster_wait_follows_ask_during_slot_migration(
     on_cluster: Cluster, settings: Any, mode: str
 ) -> None:
     """A slot being moved: a new key goes to the importing node, and WAIT runs there."""
     use(settings, wait_replicas=1)
-    session_key = SessionStore()._get_new_session_key()
-    key = redis_key(session_key)
-    slot = redis.crc.key_slot(key.encode())
-    source = on_cluster.primary_for(key)
-    target = next(p for p in on_cluster.primaries() if p is not source)
+    session_key, key, slot, source, target = new_key_and_nodes(on_cluster)
     with client_for(source) as src, client_for(target) as dst:
         source_id = src.execute_command("CLUSTER", "MYID").decode()
         target_id = dst.execute_command("CLUSTER", "MYID").decode()
@@ -485,11 +491,7 @@ def test_cluster_wait_follows_moved_after_resharding(
 ) -> None:
     """The client's slot map is stale: MOVED, a refresh, and the pair goes to the new owner."""
     use(settings, wait_replicas=1)
-    session_key = SessionStore()._get_new_session_key()
-    key = redis_key(session_key)
-    slot = redis.crc.key_slot(key.encode())
-    source = on_cluster.primary_for(key)
-    target = next(p for p in on_cluster.primaries() if p is not source)
+    session_key, key, slot, source, target = new_key_and_nodes(on_cluster)
     with client_for(source) as src:
         assert src.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
 
