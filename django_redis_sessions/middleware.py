@@ -70,12 +70,10 @@ class SessionMiddleware:
     def process_response(
         self, request: HttpRequest, response: HttpResponseBase
     ) -> HttpResponseBase:
-        session = getattr(request, "session", None)
-        if session is None:
-            return response
-        if _met_outage(session):
-            return _outage_response(response)
-        action = _decide(request, session, response)
+        plan = _plan(request, response)
+        if isinstance(plan, HttpResponseBase):
+            return plan
+        session, action = plan
         if action is SAVE:
             try:
                 expiry = _cookie_expiry(
@@ -92,12 +90,10 @@ class SessionMiddleware:
     async def aprocess_response(
         self, request: HttpRequest, response: HttpResponseBase
     ) -> HttpResponseBase:
-        session = getattr(request, "session", None)
-        if session is None:
-            return response
-        if _met_outage(session):
-            return _outage_response(response)
-        action = _decide(request, session, response)
+        plan = _plan(request, response)
+        if isinstance(plan, HttpResponseBase):
+            return plan
+        session, action = plan
         if action is SAVE:
             try:
                 browser_close = await session.aget_expire_at_browser_close()
@@ -143,6 +139,18 @@ def _outage_response(response: HttpResponseBase) -> HttpResponseBase:
 
 
 KEEP, SAVE, DELETE_COOKIE = "keep", "save", "delete-cookie"
+
+
+def _plan(
+    request: HttpRequest, response: HttpResponseBase
+) -> tuple[SessionBase, str] | HttpResponseBase:
+    """The session and what to do with it, or the response to return as it stands."""
+    session: SessionBase | None = getattr(request, "session", None)
+    if session is None:
+        return response
+    if _met_outage(session):
+        return _outage_response(response)
+    return session, _decide(request, session, response)
 
 
 def _decide(request: HttpRequest, session: SessionBase, response: HttpResponseBase) -> str:
