@@ -54,6 +54,8 @@ UNREADABLE = "unreadable"
 GONE = "gone"
 CHANGING = "kept changing"
 RESEAL_ATTEMPTS = 3
+# Ciphers of recently used sessions kept per process (about 1 KB each).
+CIPHER_CACHE = 1024
 
 
 def _fail(key: str, message: str) -> ImproperlyConfigured:
@@ -63,10 +65,11 @@ def _fail(key: str, message: str) -> ImproperlyConfigured:
 class Keyring:
     """The configured keys: the first encrypts, each decrypts the values naming it."""
 
-    __slots__ = ("_aead", "_keys", "current")
+    __slots__ = ("_aead", "_ciphers", "_invalid", "_keys", "current")
 
     def __init__(self, keys: Sequence[tuple[bytes, bytes]]) -> None:
         try:
+            from cryptography.exceptions import InvalidTag
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         except ImportError as exc:
             raise _fail(
@@ -75,6 +78,10 @@ class Keyring:
                 'pip install "django-redis-sessions[encryption]".',
             ) from exc
         self._aead = AESGCM
+        self._invalid = InvalidTag
+        # A request opens then seals the same session: derive its cipher once.
+        # Dict reads and writes are atomic, so threads share this safely.
+        self._ciphers: dict[tuple[bytes, bytes], Any] = {}
         self._keys = dict(keys)
         self.current = keys[0][0]
 
@@ -82,16 +89,22 @@ class Keyring:
         ids = ", ".join(kid.decode() for kid in self._keys)
         return f"Keyring(key ids: {ids})"
 
-    def _cipher(self, secret: bytes, digest: bytes) -> Any:
-        subkey = hashlib.blake2b(digest, key=secret, digest_size=KEY_BYTES, person=_PERSON)
-        return self._aead(subkey.digest())
+    def _cipher(self, kid: bytes, secret: bytes, digest: bytes) -> Any:
+        cipher = self._ciphers.get((kid, digest))
+        if cipher is None:
+            subkey = hashlib.blake2b(digest, key=secret, digest_size=KEY_BYTES, person=_PERSON)
+            cipher = self._aead(subkey.digest())
+            if len(self._ciphers) >= CIPHER_CACHE:
+                self._ciphers.clear()
+            self._ciphers[kid, digest] = cipher
+        return cipher
 
     def seal(self, digest: str, fmt: bytes, stored_body: bytes) -> bytes:
         """``<key id>:<nonce><ciphertext>`` of an inner value, with the first key."""
         kid = self.current
         session = digest.encode("ascii")
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._cipher(self._keys[kid], session).encrypt(
+        sealed = self._cipher(kid, self._keys[kid], session).encrypt(
             nonce, b"%s:%s" % (fmt, stored_body), b"e1:%s:%s" % (kid, session)
         )
         return b"%s:%s%s" % (kid, nonce, sealed)
@@ -108,13 +121,11 @@ class Keyring:
         if len(sealed) < NONCE_BYTES + TAG_BYTES:
             raise codec.CorruptSession("encrypted body too short")
         session = digest.encode("ascii")
-        from cryptography.exceptions import InvalidTag
-
         try:
-            plaintext = self._cipher(secret, session).decrypt(
+            plaintext = self._cipher(kid, secret, session).decrypt(
                 sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], b"e1:%s:%s" % (kid, session)
             )
-        except InvalidTag:
+        except self._invalid:
             raise codec.CorruptSession(
                 f"does not decrypt with key {kid.decode()!r} "
                 "(tampered, wrong key, or copied from another session)"

@@ -133,6 +133,17 @@ def test_compressed_then_encrypted(ops: Ops, r: redis.Redis) -> None:
         assert ops.load(SessionStore(store.session_key)) == data
 
 
+def test_cipher_cache_is_bounded(ops: Ops, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(crypto, "CIPHER_CACHE", 2)
+    with encrypted(K1):
+        stores = [new_session(ops, n=n) for n in range(5)]
+        keyring = conf.get_config().encryption_keys
+        assert keyring is not None and len(keyring._ciphers) <= 2
+        assert [ops.load(SessionStore(s.session_key)) for s in stores] == [
+            {"n": n} for n in range(5)
+        ]
+
+
 def test_keyring_repr_names_ids_not_keys() -> None:
     with encrypted(K1, K2):
         config = conf.get_config()
