@@ -10,6 +10,7 @@ import base64
 import io
 import logging
 import sys
+import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -342,6 +343,28 @@ def test_concurrent_rotation_merges_across_keys(ops: Ops, r: redis.Redis) -> Non
         ops.save(a)
         assert ops.load(SessionStore(store.session_key)) == {"shared": 0, "a": 1, "b": 1}
         assert key_id(stored(r, store)) == b"k2"
+
+
+def test_threads_share_the_keyring(r: redis.Redis) -> None:
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(30):
+                store = SessionStore()
+                store["n"] = [n, i]
+                store.save()
+                assert SessionStore(store.session_key).load() == {"n": [n, i]}
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    with encrypted(K1):
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
 
 
 # manage.py reencrypt_sessions ----------------------------------------------------------
