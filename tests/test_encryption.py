@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 import redis
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.test import Client, override_settings
+from django.test import AsyncClient, Client, override_settings
 
 from django_redis_sessions import codec, conf, crypto, signals
 from django_redis_sessions.driver import run
@@ -263,6 +264,22 @@ def test_refusal_through_the_middleware_is_no_500(r: redis.Redis) -> None:
         assert client.get("/get/").json() == {"theme": "dark"}
         cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
         assert stored(r, SessionStore(cookie)).startswith(b"e1:1:k1:")
+
+
+def test_refusal_through_the_async_middleware_is_no_500(r: redis.Redis) -> None:
+    with plaintext():
+        planted = new_session(Ops("sync"), role="admin")
+
+    async def visit() -> tuple[int, Any, Any]:
+        client = AsyncClient()
+        client.cookies[settings.SESSION_COOKIE_NAME] = planted.session_key or ""
+        response = await client.get("/aget/")
+        await client.get("/aset/theme/dark/")
+        return response.status_code, response.json(), (await client.get("/aget/")).json()
+
+    with encrypted(K1, encryption="require"):
+        assert async_to_sync(visit)() == (200, {}, {"theme": "dark"})
+        assert stored(r, planted).startswith(b"j1:1:")  # left as it was
 
 
 # Switching on, and rotation ------------------------------------------------------------
