@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from django_redis_sessions.conf import Config
 
 ENCRYPTED = codec.ENCRYPTED
-MODES = ("write", "require")
+MODES = ("read", "write", "require")
 KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -144,7 +144,7 @@ def parse_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
     keys = _parse_keys(raw.get("encryption_keys"))
     mode = raw.get("encryption")
     if mode is not None and mode not in MODES:
-        raise _fail("encryption", f"must be 'write' or 'require', got {mode!r}.")
+        raise _fail("encryption", f"must be 'read', 'write' or 'require', got {mode!r}.")
     if not keys:
         if mode is not None:
             raise _fail(
@@ -202,7 +202,7 @@ def pack(config: Config, digest: str, body: bytes) -> tuple[bytes, bytes]:
     """``(format, stored body)`` of a JSON body: compressed if configured, then sealed."""
     fmt, stored = codec.pack_body(body, config.compress_min_bytes)
     keyring = config.encryption_keys
-    if keyring is None:
+    if keyring is None or config.encryption == "read":
         return fmt, stored
     return ENCRYPTED, keyring.seal(digest, fmt, stored)
 
@@ -228,6 +228,8 @@ def is_current(config: Config, fmt: bytes, stored_body: bytes) -> bool:
     keyring = config.encryption_keys
     if keyring is None:
         return True
+    if config.encryption == "read":
+        return fmt != ENCRYPTED
     return fmt == ENCRYPTED and stored_body.startswith(keyring.current + b":")
 
 
@@ -243,6 +245,8 @@ def reseal(
     config: Config, redis_key: str, digest: str, value: Any, *, dry_run: bool = False
 ) -> Generator[tuple[Any, ...], Any, str]:
     """Steps that move one stored session to the first key; returns what happened.
+
+    Under ``"read"``, they decrypt it instead (switching encryption off).
 
     ``value`` is what a batched read found (None: read it here). The version and
     expiry stay as they are: the session's content does not change, so requests
@@ -265,10 +269,12 @@ def reseal(
             return UNREADABLE
         if dry_run:
             return RESEALED
-        assert config.encryption_keys is not None  # is_current() is True without keys
-        new = codec.join(
-            ENCRYPTED, version, config.encryption_keys.seal(digest, inner_fmt, inner_body)
-        )
+        keyring = config.encryption_keys
+        assert keyring is not None  # is_current() is True without keys
+        if config.encryption == "read":
+            new = codec.join(inner_fmt, version, inner_body)
+        else:
+            new = codec.join(ENCRYPTED, version, keyring.seal(digest, inner_fmt, inner_body))
         reply = yield (scripts.EVALSHA, scripts.RESEAL, redis_key, version, new)
         if reply == 1:
             return RESEALED

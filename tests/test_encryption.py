@@ -316,6 +316,21 @@ def test_rotation_moves_values_on_their_next_save(ops: Ops, r: redis.Redis) -> N
         assert ops.load(SessionStore(fresh.session_key)) == {}
 
 
+def test_read_mode_reads_both_and_writes_plaintext(ops: Ops, r: redis.Redis) -> None:
+    with encrypted(K1):
+        sealed = new_session(ops, a=1)
+    with plaintext():
+        plain = new_session(ops, b=2)
+    with encrypted(K1, encryption="read"):  # rolling out keys, or switching off
+        assert ops.load(SessionStore(plain.session_key)) == {"b": 2}
+        fresh = new_session(ops, c=3)
+        assert stored(r, fresh).startswith(b"j1:1:")
+        again = SessionStore(sealed.session_key)
+        assert ops.load(again) == {"a": 1}
+        ops.save(again)  # unchanged, yet rewritten in plaintext
+        assert stored(r, sealed) == b'j1:2:{"a":1}'
+
+
 # Concurrency: the SAVE script's conflict reply is decrypted before the merge ----------
 
 
@@ -431,6 +446,20 @@ def test_reencrypt_dry_run_writes_nothing(ops: Ops, r: redis.Redis) -> None:
         value = stored(r, store)
         assert reencrypt("--dry-run").strip() == "1 sessions: 1 to re-encrypt, 0 already current"
         assert stored(r, store) == value
+
+
+def test_reencrypt_decrypts_everything_under_read(ops: Ops, r: redis.Redis) -> None:
+    with encrypted(K1):
+        sealed = [new_session(ops, n=n) for n in range(3)]
+    with plaintext():
+        plain = new_session(ops, p=1)
+    with encrypted(K1, encryption="read"):
+        assert reencrypt("--dry-run").strip() == "4 sessions: 3 to decrypt, 1 already current"
+        assert reencrypt().strip() == "4 sessions: 3 decrypted, 1 already current"
+        assert [stored(r, s) for s in sealed] == [b'j1:1:{"n":%d}' % n for n in range(3)]
+        assert stored(r, plain) == b'j1:1:{"p":1}'
+    with plaintext():  # the keys can go
+        assert ops.load(SessionStore(sealed[2].session_key)) == {"n": 2}
 
 
 def test_reencrypt_leaves_plaintext_alone_under_require(ops: Ops, r: redis.Redis) -> None:
@@ -565,7 +594,8 @@ def test_reseal_counts_a_foreign_type_as_unreadable(r: redis.Redis) -> None:
         ({"encryption_keys": [K1, "k1:" + K2[3:]]}, "key id 'k1' is listed twice"),
         ({"encryption": "require"}, "SESSION_REDIS[\"encryption\"]: 'require' needs keys"),
         ({"encryption": "write", "encryption_keys": []}, "'write' needs keys"),
-        ({"encryption": "on", "encryption_keys": [K1]}, "must be 'write' or 'require'"),
+        ({"encryption": "on", "encryption_keys": [K1]}, "must be 'read', 'write' or 'require'"),
+        ({"encryption": "read"}, "'read' needs keys"),
     ],
 )
 def test_bad_encryption_settings(raw: dict[str, Any], message: str) -> None:

@@ -3,7 +3,8 @@
 SCAN (on a Cluster, on every primary) in batches, one pipelined GET per batch,
 then each session that is plaintext or under another key is sealed again with
 the first of ``SESSION_REDIS["encryption_keys"]`` by a script that writes only
-if no request saved the session meanwhile; its version and expiry stay.
+if no request saved the session meanwhile; its version and expiry stay. Under
+``"encryption": "read"`` every session is decrypted instead.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class Command(BaseCommand):
     help = (
         'Re-encrypt stored sessions with the first of SESSION_REDIS["encryption_keys"], so '
         "that older keys can be dropped; plaintext sessions are encrypted too unless "
-        'SESSION_REDIS["encryption"] is "require" (then they are counted as unreadable).'
+        'SESSION_REDIS["encryption"] is "require" (then they are counted as unreadable). '
+        'Under "read", decrypt every session instead (switching encryption off).'
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -54,22 +56,27 @@ class Command(BaseCommand):
         if batch_size < 1:
             raise CommandError(f"--batch-size must be at least 1, got {batch_size}.")
         counts: Counter[str] = Counter()
+        decrypt = config.encryption == "read"
+        done = {
+            (False, False): crypto.RESEALED,
+            (False, True): "to re-encrypt",
+            (True, False): "decrypted",
+            (True, True): "to decrypt",
+        }[decrypt, dry_run]
         progress = self.stderr.isatty()
         try:
             for node in _nodes(connection.get_client()):
                 for batch in _batches(node, _pattern(config.prefix), batch_size):
                     self._reseal(config, node, batch, counts, dry_run)
                     if progress:
-                        self.stderr.write(f"\r{_summary(counts, dry_run)}", ending="")
+                        self.stderr.write(f"\r{_summary(counts, done)}", ending="")
         except (SessionUnavailable, redis.RedisError) as exc:
             if progress:
                 self.stderr.write("")
-            raise CommandError(
-                f"Redis failed ({exc}); so far: {_summary(counts, dry_run)}"
-            ) from exc
+            raise CommandError(f"Redis failed ({exc}); so far: {_summary(counts, done)}") from exc
         if progress:
             self.stderr.write("")
-        self.stdout.write(_summary(counts, dry_run))
+        self.stdout.write(_summary(counts, done))
 
     def _reseal(
         self,
@@ -135,9 +142,9 @@ def _wrong_type(reply: Exception) -> bool:
     return isinstance(reply, ResponseError) and str(reply).startswith("WRONGTYPE")
 
 
-def _summary(counts: Counter[str], dry_run: bool) -> str:
+def _summary(counts: Counter[str], done: str) -> str:
     seen = sum(counts[outcome] for outcome in OUTCOMES)
-    names = {crypto.RESEALED: "to re-encrypt"} if dry_run else {}
+    names = {crypto.RESEALED: done}
     parts = [
         f"{counts[outcome]} {names.get(outcome, outcome)}"
         for outcome in OUTCOMES
