@@ -1,7 +1,8 @@
 """How a session is stored: key names, the value's header, JSON and compression.
 
 A stored value is ``<format>:<version>:<body>``. ``format`` says how the body is
-encoded (``j1`` plain JSON, ``z1`` zlib-compressed JSON), ``version`` counts the
+encoded (``j1`` plain JSON, ``z1`` zlib-compressed JSON, ``e1`` either of them
+encrypted: see ``crypto``), ``version`` counts the
 writes so concurrent saves can detect each other (see ``scripts.SAVE``). Pickle
 is never involved: the body is JSON produced and parsed by the stdlib.
 """
@@ -16,7 +17,8 @@ from typing import Any
 
 PLAIN = b"j1"
 COMPRESSED = b"z1"
-FORMATS = (PLAIN, COMPRESSED)
+ENCRYPTED = b"e1"
+FORMATS = (PLAIN, COMPRESSED, ENCRYPTED)
 FIRST_VERSION = b"1"
 ZLIB_LEVEL = 6
 

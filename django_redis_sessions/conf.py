@@ -13,6 +13,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from django_redis_sessions import crypto
+from django_redis_sessions.crypto import Keyring
+
 SETTING = "SESSION_REDIS"
 DEFAULT_URL = "redis://localhost:6379/0"
 # With sentinels and no "url": db 0, no credentials; the host comes from the sentinels.
@@ -66,6 +69,9 @@ class Config:
     # Durability: after each write, WAIT until this many replicas have it.
     wait_replicas: int = 0
     wait_timeout: int = DEFAULT_WAIT_TIMEOUT
+    # Encryption at rest (see ``crypto``): the parsed keys, and "write" or "require".
+    encryption_keys: Keyring | None = None
+    encryption: str | None = None
 
     @property
     def topology(self) -> str:
@@ -245,6 +251,7 @@ def parse(raw: Any) -> Config:
         wait_replicas=wait_replicas,
         wait_timeout=wait_timeout,
         **topology,
+        **crypto.parse_settings(raw),
     )
 
 

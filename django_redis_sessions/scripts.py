@@ -32,14 +32,15 @@ class Script:
 # Shared prologue: the stored version, or "return 0" when the session is gone
 # (or is not a value of ours, which is never overwritten); other errors (an ACL
 # refusal, say) are returned as errors. GETRANGE reads just
-# the header ("z1:" + up to 16 digits + ":"), not the whole value.
+# the header ("z1:" + up to 16 digits + ":"), not the whole value; an encrypted
+# value ("e1:") has the same plaintext header.
 _CURRENT_VERSION = """
 local head = redis.pcall('GETRANGE', KEYS[1], 0, 23)
 if type(head) == 'table' then
   if string.find(head['err'], 'WRONGTYPE', 1, true) then return 0 end
   return head
 end
-local ver = string.match(head, '^[jz]1:(%d+):')
+local ver = string.match(head, '^[jze]1:(%d+):')
 if not ver then return 0 end
 """
 
@@ -78,4 +79,16 @@ return 1
 """,
 )
 
-SCRIPTS = (SAVE, REPLACE, TOUCH)
+# Re-encrypt a value in place (manage.py reencrypt_sessions): ARGV[2] is the same
+# session as version ARGV[1], sealed with another key, so version and expiry stay.
+# Returns 1 when written, 2 when a write came first, 0 when the session is gone.
+RESEAL = Script(
+    "reseal",
+    _CURRENT_VERSION
+    + """if ver ~= ARGV[1] then return 2 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
+""",
+)
+
+SCRIPTS = (SAVE, REPLACE, TOUCH, RESEAL)

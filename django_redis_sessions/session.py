@@ -22,7 +22,7 @@ from django.contrib.sessions.backends.base import (
 from django.contrib.sessions.serializers import JSONSerializer
 from django.utils.crypto import get_random_string
 
-from django_redis_sessions import codec, conf, scripts, signals
+from django_redis_sessions import codec, conf, crypto, scripts, signals
 from django_redis_sessions.compat import AsyncSessionAPI
 from django_redis_sessions.driver import Command, arun, run
 from django_redis_sessions.exceptions import SessionTooLarge, SessionUnavailable
@@ -50,6 +50,9 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     _read_only: bool = False
     _unavailable: SessionUnavailable | None = None
     _digest_cache: tuple[str, str] | None = None
+    # The stored value is not as this config writes it (plaintext, or an older
+    # encryption key): the next save rewrites it even if the data is unchanged.
+    _reseal: bool = False
 
     # SessionBase.__init__ would import SESSION_SERIALIZER on every request; this
     # engine always stores JSON, so the class attribute stands in for it.
@@ -210,7 +213,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             if isinstance(reply, Exception):
                 raise codec.CorruptSession(str(reply))
             fmt, version, stored_body = codec.split(reply)
-            body = codec.unpack_body(fmt, stored_body)
+            body = crypto.unpack(self._config, self._digest_of(session_key), fmt, stored_body)
             data = codec.loads(body)
             expired = "_session_expiry" in data and self._expiry_age(data) <= 0
         except (codec.CorruptSession, TypeError, ValueError) as exc:
@@ -223,6 +226,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             self._session_key = None
             return {}
         self._stored_version, self._stored_body, self._cleared = version, body, False
+        self._reseal = not crypto.is_current(self._config, fmt, stored_body)
         return data
 
     def _exists(self, session_key: str | None) -> Steps[bool]:
@@ -266,7 +270,12 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             self._forget_stored()
             return None
         version = self._stored_version
-        if version is not None and not self._cleared and body == self._stored_body:
+        if (
+            version is not None
+            and not self._cleared
+            and body == self._stored_body
+            and not self._reseal
+        ):
             touched = yield (scripts.EVALSHA, scripts.TOUCH, redis_key, version, ttl)
             if touched == 0:
                 raise UpdateError
@@ -277,7 +286,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         if ttl <= 0:  # already expired: there is nothing to keep
             self._forget_stored()
             return None
-        fmt, stored = codec.pack_body(body, self._config.compress_min_bytes)
+        fmt, stored = self._pack(body)
         value = codec.join(fmt, codec.FIRST_VERSION, stored)
         created = yield (scripts.SET, redis_key, value, scripts.PX, ttl, scripts.NX)
         if not created:
@@ -291,7 +300,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         expected = self._stored_version
         changes: tuple[dict[str, Any], set[str]] | None = None
         for attempt in range(1, self._config.max_conflict_retries + 1):
-            fmt, stored = codec.pack_body(body, self._config.compress_min_bytes)
+            fmt, stored = self._pack(body)
             version = b"%d" % (int(expected) + 1)
             value = codec.join(fmt, version, stored)
             reply = yield (scripts.EVALSHA, scripts.SAVE, redis_key, expected, value, ttl)
@@ -320,7 +329,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         )
 
     def _replace(self, redis_key: str, data: dict[str, Any], body: bytes, ttl: int) -> Steps[None]:
-        fmt, stored = codec.pack_body(body, self._config.compress_min_bytes)
+        fmt, stored = self._pack(body)
         reply = yield (scripts.EVALSHA, scripts.REPLACE, redis_key, fmt, stored, ttl)
         if reply == 0:
             raise UpdateError
@@ -360,9 +369,16 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         changed = {k: v for k, v in ours.items() if k not in loaded or _differs(loaded[k], v)}
         return changed, loaded.keys() - ours.keys()
 
+    def _pack(self, body: bytes) -> tuple[bytes, bytes]:
+        session_key = self.session_key
+        assert session_key is not None
+        self._reseal = False
+        return crypto.pack(self._config, self._digest_of(session_key), body)
+
     def _decode_or_empty(self, fmt: bytes, stored_body: bytes) -> dict[str, Any]:
         try:
-            return codec.loads(codec.unpack_body(fmt, stored_body))
+            digest = self._digest_of(self.session_key or "")
+            return codec.loads(crypto.unpack(self._config, digest, fmt, stored_body))
         except codec.CorruptSession:
             return {}
 

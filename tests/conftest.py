@@ -8,6 +8,10 @@
 
 Tests marked ``single_only`` are about one server's own process (stopping,
 freezing or restarting it) and are skipped on the other topologies.
+
+``--session-encryption`` stores every session encrypted (a suite-wide key), so
+the whole suite also checks the engine's rules on encrypted values; tests marked
+``plaintext_values`` look at the stored plaintext and are skipped then.
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="single",
         help="Run the suite against one redis-server (default), a Sentinel group or a Cluster.",
     )
+    parser.addoption(
+        "--session-encryption",
+        action="store_true",
+        help="Store every session encrypted (SESSION_REDIS['encryption_keys'] set suite-wide).",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,9 +52,19 @@ def pytest_configure(config: pytest.Config) -> None:
         "single_only: about one redis-server's own process; skipped with "
         "--redis-topology=sentinel or cluster",
     )
+    config.addinivalue_line(
+        "markers",
+        "plaintext_values: reads the stored plaintext format, or uses a client that "
+        "decodes replies as text; skipped with --session-encryption",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--session-encryption"):
+        plain = pytest.mark.skip(reason="reads plaintext values; --session-encryption")
+        for item in items:
+            if "plaintext_values" in item.keywords:
+                item.add_marker(plain)
     topology = config.getoption("--redis-topology")
     if topology == "single":
         return
@@ -104,9 +123,15 @@ def redis_url(redis_deployment: Deployment) -> str:
     return redis_deployment.url
 
 
+# The key --session-encryption stores every session under (tests only).
+SUITE_ENCRYPTION_KEY = "suite:" + "A" * 43
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _session_redis(redis_deployment: Deployment) -> Iterator[None]:
+def _session_redis(redis_deployment: Deployment, request: pytest.FixtureRequest) -> Iterator[None]:
     settings.SESSION_REDIS = dict(redis_deployment.settings)
+    if request.config.getoption("--session-encryption"):
+        settings.SESSION_REDIS["encryption_keys"] = [SUITE_ENCRYPTION_KEY]
     conf.get_config.cache_clear()
     connection.reset()
     yield

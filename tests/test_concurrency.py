@@ -288,6 +288,7 @@ def test_conflict_with_an_expired_newer_version_deletes(ops: Ops, r: redis.Redis
     assert r.dbsize() == 0
 
 
+@pytest.mark.plaintext_values
 def test_conflict_with_a_corrupt_newer_body_keeps_our_data(ops: Ops, r: redis.Redis) -> None:
     key = saved(ops, a=1)
     a = loaded(ops, key)

@@ -121,6 +121,7 @@ def test_5xx_response_is_not_saved(middleware: str, client: Client) -> None:
     assert "error" not in client.get("/get/").json()
 
 
+@pytest.mark.plaintext_values
 def test_save_every_request_refreshes_ttl_only(
     middleware: str, client: Client, r: redis.Redis
 ) -> None:
@@ -151,6 +152,7 @@ def test_messages_survive_the_redirect(middleware: str, client: Client) -> None:
         assert client.get("/messages/").content == b""
 
 
+@pytest.mark.plaintext_values
 def test_csrf_secret_kept_in_session(middleware: str, r: redis.Redis) -> None:
     client = Client(enforce_csrf_checks=True)
     with override_settings(CSRF_USE_SESSIONS=True):

@@ -51,6 +51,7 @@ def test_round_trip(ops: Ops, r: redis.Redis) -> None:
     assert r.dbsize() == 1
 
 
+@pytest.mark.plaintext_values
 def test_create_stores_empty_session_and_marks_modified(ops: Ops, r: redis.Redis) -> None:
     store = SessionStore()
     ops.create(store)
@@ -58,6 +59,7 @@ def test_create_stores_empty_session_and_marks_modified(ops: Ops, r: redis.Redis
     assert stored(r, store) == b"j1:1:{}"
 
 
+@pytest.mark.plaintext_values
 def test_every_write_increments_the_version(ops: Ops, r: redis.Redis) -> None:
     store = new_session(ops, n=0)
     assert stored(r, store) == b'j1:1:{"n":0}'
@@ -118,6 +120,7 @@ def test_clear_then_save_replaces_everything(ops: Ops) -> None:
     assert ops.load(SessionStore(store.session_key)) == {"c": 3}
 
 
+@pytest.mark.plaintext_values
 def test_unchanged_save_only_refreshes_the_expiry(ops: Ops, r: redis.Redis) -> None:
     store = new_session(ops, a=1)
     r.pexpire(codec.redis_key("session:", store.session_key or ""), 5000)
@@ -128,6 +131,7 @@ def test_unchanged_save_only_refreshes_the_expiry(ops: Ops, r: redis.Redis) -> N
     assert r.pttl(codec.redis_key("session:", store.session_key or "")) > AGE_MS - 60_000
 
 
+@pytest.mark.plaintext_values
 def test_modified_flag_without_change_is_not_a_write(ops: Ops, r: redis.Redis) -> None:
     store = new_session(ops, a=1)
     loaded = SessionStore(store.session_key)
@@ -161,6 +165,7 @@ def test_create_gives_up_after_bounded_attempts(ops: Ops, monkeypatch: pytest.Mo
         ops.create(SessionStore())
 
 
+@pytest.mark.plaintext_values
 def test_save_must_create_on_existing_key_raises(ops: Ops, r: redis.Redis) -> None:
     existing = new_session(ops, a=1)
     other = SessionStore(existing.session_key)
@@ -356,6 +361,7 @@ def test_expiry_in_data_wins_over_a_longer_ttl(ops: Ops, r: redis.Redis) -> None
 # JSON, never pickle --------------------------------------------------------------
 
 
+@pytest.mark.plaintext_values
 def test_values_are_compact_json(ops: Ops, r: redis.Redis) -> None:
     store = new_session(ops, name="Zoë", t=(1, 2), n=2**70, f=0.1)
     assert stored(r, store) == (
@@ -529,6 +535,7 @@ def test_save_never_overwrites_a_foreign_value(ops: Ops, r: redis.Redis) -> None
     assert r.get(redis_key) == b"someone else's value"
 
 
+@pytest.mark.plaintext_values
 def test_compressed_values(ops: Ops, r: redis.Redis) -> None:
     with override_settings(SESSION_REDIS=session_redis(compress_min_bytes=100)):
         small = new_session(ops, a=1)
@@ -542,6 +549,7 @@ def test_compressed_values(ops: Ops, r: redis.Redis) -> None:
     assert ops.load(SessionStore(big.session_key)) == {"text": "x" * 500}
 
 
+@pytest.mark.plaintext_values
 def test_incompressible_values_stay_plain(ops: Ops, r: redis.Redis) -> None:
     with override_settings(SESSION_REDIS=session_redis(compress_min_bytes=1)):
         store = new_session(ops, a=1)

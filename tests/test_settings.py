@@ -172,6 +172,7 @@ def test_unix_socket_url(ops: Ops, tmp_path: Any) -> None:
         assert ops.getitem(SessionStore(store.session_key), "via") == "socket"
 
 
+@pytest.mark.plaintext_values
 @pytest.mark.single_only
 def test_custom_clients_with_decoded_responses(ops: Ops, redis_url: str) -> None:
     global CUSTOM_URL
@@ -196,6 +197,7 @@ def test_custom_clients_with_decoded_responses(ops: Ops, redis_url: str) -> None
         assert isinstance(connection.get_client(), redis.Redis)
 
 
+@pytest.mark.plaintext_values
 @pytest.mark.single_only
 def test_sync_client_only_serves_async_calls_from_a_thread(redis_url: str) -> None:
     global CUSTOM_URL
