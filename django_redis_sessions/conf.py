@@ -66,6 +66,9 @@ class Config:
     # Durability: after each write, WAIT until this many replicas have it.
     wait_replicas: int = 0
     wait_timeout: int = DEFAULT_WAIT_TIMEOUT
+    # Timeouts (seconds; see ``timeouts``): inactivity, and lifetime since sign-in.
+    idle_timeout: int | None = None
+    absolute_timeout: int | None = None
 
     @property
     def topology(self) -> str:
@@ -244,6 +247,8 @@ def parse(raw: Any) -> Config:
         ),
         wait_replicas=wait_replicas,
         wait_timeout=wait_timeout,
+        idle_timeout=_positive_int(raw, "idle_timeout", optional=True),
+        absolute_timeout=_positive_int(raw, "absolute_timeout", optional=True),
         **topology,
     )
 

@@ -20,3 +20,9 @@ store_unavailable = Signal()
 #: A save met a newer version written by a concurrent request and merged:
 #: ``attempt`` counts from 1.
 save_conflict = Signal()
+
+#: The engine ended a session because a timeout ran out, on reading it:
+#: ``reason`` is ``"absolute"`` (its ``absolute_timeout`` since sign-in passed).
+#: Sessions idle for ``idle_timeout`` are removed by Redis itself (their TTL), so
+#: no process sees that moment and nothing is sent for it.
+session_timed_out = Signal()
