@@ -11,11 +11,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import django
 import pytest
 import redis
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.test import override_settings
+from django.test import AsyncClient, override_settings
 
 from django_redis_sessions import codec, conf, scripts, signals, timeouts
 from django_redis_sessions.session import SessionStore
@@ -54,7 +56,11 @@ def key_of(store: SessionStore) -> str:
 
 
 def stored_data(r: Any, store: SessionStore) -> dict[str, Any]:
-    fmt, _, body = codec.split(r.get(key_of(store)))
+    return stored_data_at(r, key_of(store))
+
+
+def stored_data_at(r: Any, key: str) -> dict[str, Any]:
+    fmt, _, body = codec.split(r.get(key))
     return codec.loads(codec.unpack_body(fmt, body))
 
 
@@ -283,7 +289,7 @@ def test_sign_in_without_a_previous_load_asks_redis_for_the_time(
         store = SessionStore()
         ops.cycle_key(store)  # a first visit that signs in: nothing was loaded
         ops.save(store)
-        assert 0 < redis_now_ms(r) - stored_data(r, store)[ANCHOR] < 5_000
+        assert 0 <= redis_now_ms(r) - stored_data(r, store)[ANCHOR] < 5_000
         assert ops.get_absolute_remaining(store) in (59, 60)
 
 
@@ -397,3 +403,110 @@ def test_scripts_end_a_session_past_its_deadline(r: redis.Redis) -> None:
     assert r.eval(create.source, 1, key, b"j1:1:{}", 60_000, past + 30_000) == 1
     assert 28_000 < r.pttl(key) <= 30_000
     assert r.eval(create.source, 1, key, b"j1:1:{}", 60_000, past + 30_000) == 0  # taken
+
+
+# Through the real middleware ------------------------------------------------------
+
+OURS = "django_redis_sessions.middleware.SessionMiddleware"
+DJANGOS = "django.contrib.sessions.middleware.SessionMiddleware"
+COOKIE = settings.SESSION_COOKIE_NAME
+
+
+@pytest.fixture(params=[OURS, DJANGOS], ids=["ours", "djangos"])
+def middleware(request: pytest.FixtureRequest) -> Iterator[str]:
+    stack = [request.param if m == OURS else m for m in settings.MIDDLEWARE]
+    with override_settings(MIDDLEWARE=stack):
+        yield request.param
+
+
+@pytest.fixture
+def user(db: None) -> Any:
+    from django.contrib.auth.models import User
+
+    return User.objects.create_user("ada", password="pw")
+
+
+def only_key(r: Any) -> str:
+    keys = r.keys("session:*")
+    assert len(keys) == 1
+    return keys[0].decode()  # type: ignore[no-any-return]
+
+
+def pass_the_deadline(r: Any, key: str) -> None:
+    fmt, version, body = codec.split(r.get(key))
+    data = codec.loads(body)
+    data[ANCHOR] -= 3_600_000
+    r.set(key, codec.join(fmt, version, codec.dumps(data)), keepttl=True)
+
+
+def test_login_starts_the_clock_and_the_cookie_never_outlives_it(
+    middleware: str, client: Any, user: Any, r: Any, timeout_settings: Any
+) -> None:
+    with timeout_settings(idle_timeout=30, absolute_timeout=60):
+        client.get("/counter/")
+        assert stored_data_at(r, only_key(r))[ANCHOR] is None  # anonymous: no deadline
+        response = client.get("/login/?username=ada")
+        key = only_key(r)
+        assert isinstance(stored_data_at(r, key)[ANCHOR], int)
+        assert r.pttl(key) <= 30_000
+        max_age = int(response.cookies[COOKIE]["max-age"])
+        # Ours: the idle window (the cookie follows each slide); Django's: the deadline.
+        assert max_age in ((29, 30) if middleware == OURS else (59, 60))
+        assert client.get("/whoami/").content == b"ada"
+
+
+def test_past_the_deadline_the_user_is_signed_out(
+    middleware: str,
+    client: Any,
+    user: Any,
+    r: Any,
+    timeout_settings: Any,
+    ended: list[dict[str, Any]],
+) -> None:
+    with timeout_settings(absolute_timeout=60):
+        client.get("/login/?username=ada")
+        pass_the_deadline(r, only_key(r))
+        response = client.get("/whoami/")
+        assert response.content == b"anonymous"
+        assert r.keys("session:*") == []
+        assert [e["reason"] for e in ended] == ["absolute"]
+        assert response.cookies[COOKIE].value == ""  # the cookie is dropped
+
+
+def test_the_idle_slide_renews_our_cookie(client: Any, r: Any, timeout_settings: Any) -> None:
+    with timeout_settings(idle_timeout=100):
+        client.get("/counter/")
+        key = only_key(r)
+        assert client.get("/get/").cookies.get(COOKIE) is None  # fresh: no slide, no cookie
+        r.pexpire(key, 50_000)
+        response = client.get("/get/")
+        assert int(response.cookies[COOKIE]["max-age"]) in (99, 100)
+        assert r.pttl(key) > 99_000
+        assert response["Vary"] == "Cookie"
+
+
+@pytest.mark.skipif(django.VERSION < (5, 0), reason="alogin/auser arrived in Django 5.0")
+def test_async_login_and_deadline(
+    middleware: str, user: Any, r: Any, timeout_settings: Any
+) -> None:
+    async def sign_in() -> tuple[int, str]:
+        client = AsyncClient()
+        await client.get("/acounter/")
+        response = await client.get("/alogin/?username=ada")
+        assert (await client.get("/awhoami/")).content == b"ada"
+        return int(response.cookies[COOKIE]["max-age"]), client.cookies[COOKIE].value
+
+    async def later(cookie: str) -> bytes:
+        client = AsyncClient()
+        client.cookies[COOKIE] = cookie
+        return (await client.get("/awhoami/")).content
+
+    with timeout_settings(idle_timeout=30, absolute_timeout=60):
+        max_age, cookie = async_to_sync(sign_in)()
+        assert max_age <= (30 if middleware == OURS else 60)
+        key = only_key(r)
+        assert isinstance(stored_data_at(r, key)[ANCHOR], int)
+        assert r.pttl(key) <= 30_000
+        pass_the_deadline(r, key)
+        assert async_to_sync(later)(cookie) == b"anonymous"
+        assert r.keys("session:*") == []
