@@ -7,6 +7,7 @@ short window (1-2 s) really pass.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,8 +20,10 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.test import AsyncClient, override_settings
 
-from django_redis_sessions import codec, conf, scripts, signals, timeouts
+from django_redis_sessions import codec, conf, driver, scripts, signals, timeouts
+from django_redis_sessions.exceptions import SessionUnavailable
 from django_redis_sessions.session import SessionStore
+from testproject.redis_server import RedisServer
 from tests.conftest import session_redis
 from tests.twins import Ops, command_calls
 
@@ -510,3 +513,77 @@ def test_async_login_and_deadline(
         pass_the_deadline(r, key)
         assert async_to_sync(later)(cookie) == b"anonymous"
         assert r.keys("session:*") == []
+
+
+# Bad input, failures, replication -------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [b"garbage", b"j1:1:not json", b"z1:2:not zlib"])
+def test_corrupt_values_load_empty_with_timeouts(
+    ops: Ops, r: Any, timeout_settings: Any, caplog: pytest.LogCaptureFixture, raw: bytes
+) -> None:
+    with timeout_settings(idle_timeout=100, absolute_timeout=100):
+        store = new_session(ops, a=1)
+        r.set(key_of(store), raw)
+        with caplog.at_level(logging.WARNING, "django.security.SuspiciousSession"):
+            assert ops.load(SessionStore(store.session_key)) == {}
+        assert "Session data corrupted" in caplog.text
+        assert r.get(key_of(store)) == raw  # not ours to delete
+
+
+def test_wrong_redis_type_loads_empty_with_timeouts(
+    ops: Ops, r: Any, timeout_settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with timeout_settings(idle_timeout=100):
+        store = new_session(ops, a=1)
+        r.delete(key_of(store))
+        r.hset(key_of(store), "a", "1")
+        with caplog.at_level(logging.WARNING, "django.security.SuspiciousSession"):
+            assert ops.load(SessionStore(store.session_key)) == {}
+        assert "WRONGTYPE" in caplog.text
+        assert r.type(key_of(store)) == b"hash"
+
+
+@pytest.mark.single_only
+@pytest.mark.parametrize("policy", ["error", "anonymous"])
+def test_redis_down_follows_the_failure_policy(ops: Ops, policy: str) -> None:
+    with RedisServer() as server:
+        keys = {"idle_timeout": 100, "absolute_timeout": 100, "on_unavailable": policy}
+        with override_settings(SESSION_REDIS=session_redis(url=server.url, **keys)):
+            store = SessionStore()
+            ops.cycle_key(store)
+            ops.save(store)
+            server.stop()
+            fresh = SessionStore(store.session_key)
+            if policy == "error":
+                with pytest.raises(SessionUnavailable):
+                    ops.load(fresh)
+            else:
+                assert ops.load(fresh) == {}
+                assert fresh.session_key == store.session_key  # kept for later
+
+
+def test_reads_and_expiry_refreshes_do_not_wait_for_replicas() -> None:
+    key = "session:x"
+    for script in (scripts.LOAD, scripts.NOW, scripts.TOUCH, scripts.DEADLINED[scripts.TOUCH]):
+        assert not driver.needs_wait((scripts.EVALSHA, script, key))
+    for script in (scripts.SAVE, scripts.REPLACE, scripts.CREATE):
+        assert driver.needs_wait((scripts.EVALSHA, scripts.DEADLINED[script], key))
+
+
+def test_writes_wait_for_replicas_with_timeouts(
+    ops: Ops, timeout_settings: Any, redis_topology: str
+) -> None:
+    """With wait_replicas, timed writes still wait (and fail when no replica answers)."""
+    if redis_topology == "single":
+        with timeout_settings(absolute_timeout=100, wait_replicas=1, wait_timeout=100):
+            store = SessionStore()
+            with pytest.raises(SessionUnavailable, match="replicas"):
+                ops.cycle_key(store)
+    else:  # one replica per primary: the sign-in is acknowledged
+        with timeout_settings(absolute_timeout=100, wait_replicas=1):
+            store = SessionStore()
+            ops.cycle_key(store)
+            ops.setitem(store, "a", 1)
+            ops.save(store)
+            assert ops.get_absolute_remaining(SessionStore(store.session_key)) in (99, 100)
