@@ -339,6 +339,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             return None
         version = self._stored_version
         if version is not None and not self._cleared and body == self._stored_body:
+            if self._clock is not None and self._clock.refreshed:
+                return None  # this request's load already slid the expiry
             touch = (scripts.EVALSHA, scripts.TOUCH, redis_key, version, ttl)
             touched = yield self._timed(touch, data)
             if touched == 0:

@@ -488,6 +488,21 @@ def test_the_idle_slide_renews_our_cookie(client: Any, r: Any, timeout_settings:
         assert response["Vary"] == "Cookie"
 
 
+def test_the_idle_slide_renews_our_cookie_async(r: Any, timeout_settings: Any) -> None:
+    async def visit(client: AsyncClient) -> Any:
+        return await client.get("/aget/")
+
+    with timeout_settings(idle_timeout=100):
+        client = AsyncClient()
+        async_to_sync(client.get)("/acounter/")
+        key = only_key(r)
+        assert async_to_sync(visit)(client).cookies.get(COOKIE) is None
+        r.pexpire(key, 50_000)
+        response = async_to_sync(visit)(client)
+        assert int(response.cookies[COOKIE]["max-age"]) in (99, 100)
+        assert r.pttl(key) > 99_000
+
+
 @pytest.mark.skipif(django.VERSION < (5, 0), reason="alogin/auser arrived in Django 5.0")
 def test_async_login_and_deadline(
     middleware: str, user: Any, r: Any, timeout_settings: Any
@@ -587,3 +602,21 @@ def test_writes_wait_for_replicas_with_timeouts(
             ops.setitem(store, "a", 1)
             ops.save(store)
             assert ops.get_absolute_remaining(SessionStore(store.session_key)) in (99, 100)
+
+
+@pytest.mark.single_only
+def test_one_expiry_refresh_per_request_even_when_saving_every_request(
+    client: Any, r: Any, timeout_settings: Any
+) -> None:
+    with timeout_settings(idle_timeout=100), override_settings(SESSION_SAVE_EVERY_REQUEST=True):
+        client.get("/counter/")
+        key = only_key(r)
+        client.get("/get/")  # loads the scripts
+        r.pexpire(key, 50_000)
+        r.config_resetstat()
+        response = client.get("/get/")
+        assert r.info("commandstats")["cmdstat_pexpire"]["calls"] == 1
+        assert int(response.cookies[COOKIE]["max-age"]) in (99, 100)
+        r.config_resetstat()
+        client.get("/get/")  # not due: Django's rule still refreshes, once
+        assert r.info("commandstats")["cmdstat_pexpire"]["calls"] == 1
