@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Generator
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from django.contrib.sessions.backends.base import (
@@ -178,6 +179,18 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         if self._clock is None or "expiry" in kwargs:
             return age
         return self._clock.cap_age(age, await self._aloaded())
+
+    def get_expiry_date(self, **kwargs: Any) -> datetime:
+        date: datetime = super().get_expiry_date(**kwargs)
+        if self._clock is None or "expiry" in kwargs:
+            return date
+        return self._clock.cap_date(date, self._loaded())
+
+    async def aget_expiry_date(self, **kwargs: Any) -> datetime:
+        date: datetime = await super().aget_expiry_date(**kwargs)
+        if self._clock is None or "expiry" in kwargs:
+            return date
+        return self._clock.cap_date(date, await self._aloaded())
 
     @classmethod
     def clear_expired(cls) -> None:

@@ -21,7 +21,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Generator
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
 
 from django_redis_sessions import conf, scripts, signals
 
@@ -184,6 +187,11 @@ class Clock:
         """Django's expiry age, never past the absolute deadline."""
         left = self.absolute_remaining(data)
         return age if left is None else min(age, left)
+
+    def cap_date(self, date: datetime, data: dict[str, Any]) -> datetime:
+        """Django's expiry date, never past the absolute deadline."""
+        left = self.absolute_remaining(data)
+        return date if left is None else min(date, timezone.now() + timedelta(seconds=left))
 
     def idle_remaining(self, store: SessionStore, data: dict[str, Any]) -> int | None:
         if self.idle_ms is None:

@@ -7,6 +7,7 @@ short window (1-2 s) really pass.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.test import AsyncClient, override_settings
+from django.utils import timezone
 
 from django_redis_sessions import codec, conf, driver, scripts, signals, timeouts
 from django_redis_sessions.exceptions import SessionUnavailable
@@ -162,6 +164,18 @@ def test_absolute_deadline_caps_the_ttl(ops: Ops, r: redis.Redis, timeout_settin
         assert 18_000 < r.pttl(key_of(store)) <= 20_000
         assert 18 <= ops.get_absolute_remaining(store) <= 20
         assert 18 <= ops.get_idle_remaining(store) <= 20
+
+
+def test_expiry_age_and_date_never_pass_the_deadline(ops: Ops, timeout_settings: Any) -> None:
+    with timeout_settings(absolute_timeout=60):
+        store = signed_in(ops)
+        loaded = SessionStore(store.session_key)
+        assert ops.get_expiry_age(loaded) in (59, 60)
+        left = (ops.get_expiry_date(loaded) - timezone.now()).total_seconds()
+        assert 58 < left <= 60
+        # An explicit expiry asks Django's question, untouched.
+        assert ops.get_expiry_age(loaded, expiry=3600) == 3600
+        assert ops.get_expiry_date(loaded, expiry=None) > timezone.now() + dt.timedelta(days=1)
 
 
 def test_django_expiry_caps_the_ttl(ops: Ops, r: redis.Redis, timeout_settings: Any) -> None:
@@ -489,12 +503,12 @@ def test_the_idle_slide_renews_our_cookie(client: Any, r: Any, timeout_settings:
 
 
 def test_the_idle_slide_renews_our_cookie_async(r: Any, timeout_settings: Any) -> None:
-    async def visit(client: AsyncClient) -> Any:
-        return await client.get("/aget/")
+    async def visit(client: AsyncClient, url: str = "/aget/") -> Any:
+        return await client.get(url)
 
     with timeout_settings(idle_timeout=100):
         client = AsyncClient()
-        async_to_sync(client.get)("/acounter/")
+        async_to_sync(visit)(client, "/acounter/")
         key = only_key(r)
         assert async_to_sync(visit)(client).cookies.get(COOKIE) is None
         r.pexpire(key, 50_000)
