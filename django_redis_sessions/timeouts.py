@@ -18,6 +18,7 @@ an active session costs one PEXPIRE per ``idle_timeout / 10``, never a rewrite.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Generator
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from django_redis_sessions.session import SessionStore
 
 Steps = Generator[tuple[Any, ...], Any, Any]
+
+suspicious_logger = logging.getLogger("django.security.SuspiciousSession")
 
 #: The session's sign-in time (Unix ms on Redis's clock), or None for a session
 #: nobody signed in to. Reserved: written by the engine, read by its scripts' callers.
@@ -133,7 +136,13 @@ class Clock:
                 store.modified = True
             deadline = self.deadline_of(data)
             if deadline is None and anchor is not None:
-                deadline = 0  # a sign-in time we did not write counts as long past
+                suspicious_logger.warning(
+                    "Session sign-in time %r is not one the engine wrote (session %s): "
+                    "the session is ended.",
+                    anchor,
+                    store._digest(),
+                )
+                deadline = 0  # counts as long past
             if deadline is not None and deadline <= now:
                 yield (scripts.DEL, redis_key)
                 _ended(store, ABSOLUTE)

@@ -356,12 +356,19 @@ def test_a_replayed_value_past_its_deadline_is_ended_on_read(
 
 @pytest.mark.parametrize("garbage", ["yesterday", 0, -5, True, 1.5])
 def test_a_sign_in_time_we_did_not_write_ends_the_session(
-    ops: Ops, r: redis.Redis, timeout_settings: Any, ended: list[dict[str, Any]], garbage: Any
+    ops: Ops,
+    r: redis.Redis,
+    timeout_settings: Any,
+    ended: list[dict[str, Any]],
+    garbage: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     with timeout_settings(absolute_timeout=60):
         store = new_session(ops)
         write_raw(r, store, {"a": 1, ANCHOR: garbage}, px=60_000)
-        assert ops.load(SessionStore(store.session_key)) == {}
+        with caplog.at_level(logging.WARNING, "django.security.SuspiciousSession"):
+            assert ops.load(SessionStore(store.session_key)) == {}
+        assert "is not one the engine wrote" in caplog.text
         assert r.exists(key_of(store)) == 0
         assert [e["reason"] for e in ended] == ["absolute"]
 
