@@ -21,8 +21,8 @@ store_unavailable = Signal()
 #: ``attempt`` counts from 1.
 save_conflict = Signal()
 
-#: The engine ended a session because a timeout ran out, on reading it:
-#: ``reason`` is ``"absolute"`` (its ``absolute_timeout`` since sign-in passed).
-#: Sessions idle for ``idle_timeout`` are removed by Redis itself (their TTL), so
-#: no process sees that moment and nothing is sent for it.
+#: The engine ended a session on reading it because its absolute deadline had
+#: passed (a restored or replayed value, or a sign-in time it did not write):
+#: ``reason`` is ``"absolute"``. Sessions whose TTL runs out (idle, or at the
+#: deadline) are removed by Redis itself; no process sees that, nothing is sent.
 session_timed_out = Signal()
