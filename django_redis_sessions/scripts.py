@@ -82,8 +82,6 @@ SCRIPTS = (SAVE, REPLACE, TOUCH)
 
 # Timeouts (see ``timeouts``) ------------------------------------------------------
 
-TIME = "TIME"
-
 # The value, its remaining TTL (ms) and Redis's clock, in one round trip, so the
 # engine can check the session's clocks without asking again. A value of
 # another Redis type comes back as the WRONGTYPE error GET gives.
