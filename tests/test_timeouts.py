@@ -641,3 +641,14 @@ def test_one_expiry_refresh_per_request_even_when_saving_every_request(
         r.config_resetstat()
         client.get("/get/")  # not due: Django's rule still refreshes, once
         assert r.info("commandstats")["cmdstat_pexpire"]["calls"] == 1
+
+
+def test_idle_user_starts_over_and_active_one_does_not(
+    middleware: str, client: Any, timeout_settings: Any
+) -> None:
+    with timeout_settings(idle_timeout=1):
+        assert [client.get("/counter/").content for _ in range(2)] == [b"1", b"2"]
+        time.sleep(0.5)
+        assert client.get("/counter/").content == b"3"  # within the window
+        time.sleep(1.1)
+        assert client.get("/counter/").content == b"1"  # idle too long: a new session
