@@ -72,6 +72,9 @@ class Config:
     # Encryption at rest (see ``crypto``): the parsed keys, and "write" or "require".
     encryption_keys: Keyring | None = None
     encryption: str | None = None
+    # Timeouts (seconds; see ``timeouts``): inactivity, and lifetime since sign-in.
+    idle_timeout: int | None = None
+    absolute_timeout: int | None = None
 
     @property
     def topology(self) -> str:
@@ -250,6 +253,8 @@ def parse(raw: Any) -> Config:
         ),
         wait_replicas=wait_replicas,
         wait_timeout=wait_timeout,
+        idle_timeout=_positive_int(raw, "idle_timeout", optional=True),
+        absolute_timeout=_positive_int(raw, "absolute_timeout", optional=True),
         **topology,
         **crypto.parse_settings(raw),
     )

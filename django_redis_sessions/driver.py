@@ -91,7 +91,7 @@ def wait_of(config: conf.Config) -> Wait:
 def needs_wait(command: Command) -> bool:
     """Writes wait for replicas; reads and the expiry-only TOUCH script do not."""
     if command[0] is scripts.EVALSHA:
-        return command[1] is not scripts.TOUCH
+        return command[1] not in scripts.NO_WAIT
     return command[0] in (scripts.SET, scripts.DEL)
 
 

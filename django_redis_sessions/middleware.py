@@ -23,7 +23,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.cache import patch_vary_headers
 from django.utils.http import http_date
 
-from django_redis_sessions import conf
+from django_redis_sessions import conf, timeouts
 from django_redis_sessions.exceptions import SessionUnavailable
 
 logger = logging.getLogger("django_redis_sessions")
@@ -76,15 +76,15 @@ class SessionMiddleware:
         session, action = plan
         if action is SAVE:
             try:
-                expiry = _cookie_expiry(
-                    session.get_expire_at_browser_close(), session.get_expiry_age
-                )
+                expiry = _session_cookie_expiry(session)
                 session.save()
             except SessionUnavailable:
                 return unavailable_response()
             except UpdateError as exc:
                 raise SessionInterrupted(INTERRUPTED) from exc
             _set_cookie(response, session.session_key, expiry)
+        elif action is RENEW_COOKIE:
+            _set_cookie(response, session.session_key, _session_cookie_expiry(session))
         return _finish(session, response, action)
 
     async def aprocess_response(
@@ -96,15 +96,15 @@ class SessionMiddleware:
         session, action = plan
         if action is SAVE:
             try:
-                browser_close = await session.aget_expire_at_browser_close()
-                age = None if browser_close else await session.aget_expiry_age()
-                expiry = _cookie_expiry(browser_close, lambda: age)
+                expiry = await _acookie_expiry(session)
                 await session.asave()
             except SessionUnavailable:
                 return unavailable_response()
             except UpdateError as exc:
                 raise SessionInterrupted(INTERRUPTED) from exc
             _set_cookie(response, session.session_key, expiry)
+        elif action is RENEW_COOKIE:
+            _set_cookie(response, session.session_key, await _acookie_expiry(session))
         return _finish(session, response, action)
 
 
@@ -139,6 +139,8 @@ def _outage_response(response: HttpResponseBase) -> HttpResponseBase:
 
 
 KEEP, SAVE, DELETE_COOKIE = "keep", "save", "delete-cookie"
+# The session's idle window slid without a save: the cookie's Max-Age slides too.
+RENEW_COOKIE = "renew-cookie"
 
 
 def _plan(
@@ -162,6 +164,8 @@ def _decide(request: HttpRequest, session: SessionBase, response: HttpResponseBa
     # Nothing is saved for a 5xx response.
     if wants and not empty and response.status_code < 500:
         return SAVE
+    if timeouts.renews_cookie(session) and response.status_code < 500:
+        return RENEW_COOKIE
     return KEEP
 
 
@@ -173,6 +177,19 @@ def _cookie_expiry(
     max_age = age()
     assert max_age is not None
     return max_age, http_date(time.time() + max_age)
+
+
+def _session_cookie_expiry(session: SessionBase) -> tuple[int | float | None, str | None]:
+    return _cookie_expiry(
+        session.get_expire_at_browser_close(),
+        lambda: timeouts.cookie_age(session, session.get_expiry_age()),
+    )
+
+
+async def _acookie_expiry(session: SessionBase) -> tuple[int | float | None, str | None]:
+    browser_close = await session.aget_expire_at_browser_close()
+    age = None if browser_close else timeouts.cookie_age(session, await session.aget_expiry_age())
+    return _cookie_expiry(browser_close, lambda: age)
 
 
 def _set_cookie(

@@ -92,3 +92,60 @@ return 1
 )
 
 SCRIPTS = (SAVE, REPLACE, TOUCH, RESEAL)
+
+# Timeouts (see ``timeouts``) ------------------------------------------------------
+
+# The value, its remaining TTL (ms) and Redis's clock, in one round trip, so the
+# engine can check the session's clocks without asking again. A value of
+# another Redis type comes back as the WRONGTYPE error GET gives.
+LOAD = Script(
+    "load",
+    """local value = redis.pcall('GET', KEYS[1])
+if type(value) == 'table' then return value end
+if not value then return false end
+local now = redis.call('TIME')
+return {value, redis.call('PTTL', KEYS[1]), now[1], now[2]}
+""",
+)
+
+# Redis's clock, from the node that owns KEYS[1]: where a sign-in's clock starts.
+NOW = Script("now", "return redis.call('TIME')\n")
+
+# Create a session (SET NX) with the expiry ARGV[2]; 1 when created, 0 when
+# the key is taken. Only used with an absolute deadline (see ``deadlined``).
+CREATE = Script(
+    "create",
+    """if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
+return 0
+""",
+)
+
+
+def deadlined(script: Script, ttl_arg: int, on_passed: str) -> Script:
+    """``script`` with one more argument, an absolute deadline (Unix ms on Redis's
+    clock): its expiry ARGV[ttl_arg] is cut to the time left before it, measured
+    here with TIME so every app server agrees; past it, ``on_passed`` runs."""
+    return Script(
+        script.name + "-deadlined",
+        f"""local deadline = tonumber(table.remove(ARGV))
+local now = redis.call('TIME')
+local left = deadline - (tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+if left <= 0 then {on_passed} end
+if left < tonumber(ARGV[{ttl_arg}]) then ARGV[{ttl_arg}] = tostring(left) end
+"""
+        + script.source,
+    )
+
+
+# Past the deadline the session is over: remove it and answer "gone".
+_END = "redis.call('DEL', KEYS[1]) return 0"
+DEADLINED = {
+    SAVE: deadlined(SAVE, 3, _END),
+    REPLACE: deadlined(REPLACE, 3, _END),
+    TOUCH: deadlined(TOUCH, 2, _END),
+    # A new session already past its deadline: nothing to keep, nothing to undo.
+    CREATE: deadlined(CREATE, 2, "return 1"),
+}
+
+# Scripts that read, or only move an expiry: no WAIT for replicas after them.
+NO_WAIT = (TOUCH, DEADLINED[TOUCH], LOAD, NOW)

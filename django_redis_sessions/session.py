@@ -11,7 +11,8 @@ import logging
 import math
 import time
 from collections.abc import Generator
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, TypeVar, cast
 
 from django.contrib.sessions.backends.base import (
     VALID_KEY_CHARS,
@@ -22,7 +23,7 @@ from django.contrib.sessions.backends.base import (
 from django.contrib.sessions.serializers import JSONSerializer
 from django.utils.crypto import get_random_string
 
-from django_redis_sessions import codec, conf, crypto, scripts, signals
+from django_redis_sessions import codec, conf, crypto, scripts, signals, timeouts
 from django_redis_sessions.compat import AsyncSessionAPI
 from django_redis_sessions.driver import Command, arun, run
 from django_redis_sessions.exceptions import SessionTooLarge, SessionUnavailable
@@ -63,6 +64,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         self.accessed = False
         self.modified = False
         self._config = conf.get_config()
+        self._clock = timeouts.clock_for(self._config)
 
     # Keys -------------------------------------------------------------------
 
@@ -120,6 +122,78 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     def clear(self) -> None:
         super().clear()
         self._cleared = True
+
+    def flush(self) -> None:
+        super().flush()
+        if self._clock is not None:
+            self._clock.sign_in(forget=True)
+
+    async def aflush(self) -> None:
+        await super().aflush()
+        if self._clock is not None:
+            self._clock.sign_in(forget=True)
+
+    def cycle_key(self) -> None:
+        if self._clock is not None:
+            self._clock.sign_in()
+        super().cycle_key()
+
+    async def acycle_key(self) -> None:
+        if self._clock is not None:
+            self._clock.sign_in()
+        await super().acycle_key()
+
+    # Timeouts (see ``timeouts``): seconds left, or None when the clock is off.
+
+    def _loaded(self) -> dict[str, Any]:
+        data: dict[str, Any] = cast(Any, self)._get_session()  # untyped in django-stubs
+        return data
+
+    async def _aloaded(self) -> dict[str, Any]:
+        data: dict[str, Any] = await cast(Any, self)._aget_session()
+        return data
+
+    def get_idle_remaining(self) -> int | None:
+        """Seconds this session lasts if no further request uses it."""
+        data = self._loaded()
+        return self._clock.idle_remaining(self, data) if self._clock else None
+
+    async def aget_idle_remaining(self) -> int | None:
+        data = await self._aloaded()
+        return self._clock.idle_remaining(self, data) if self._clock else None
+
+    def get_absolute_remaining(self) -> int | None:
+        """Seconds until the absolute deadline, whatever the activity (None: no deadline)."""
+        data = self._loaded()
+        return self._clock.absolute_remaining(data) if self._clock else None
+
+    async def aget_absolute_remaining(self) -> int | None:
+        data = await self._aloaded()
+        return self._clock.absolute_remaining(data) if self._clock else None
+
+    def get_expiry_age(self, **kwargs: Any) -> int:
+        age: int = super().get_expiry_age(**kwargs)
+        if self._clock is None or "expiry" in kwargs:
+            return age
+        return self._clock.cap_age(age, self._loaded())
+
+    async def aget_expiry_age(self, **kwargs: Any) -> int:
+        age: int = await super().aget_expiry_age(**kwargs)
+        if self._clock is None or "expiry" in kwargs:
+            return age
+        return self._clock.cap_age(age, await self._aloaded())
+
+    def get_expiry_date(self, **kwargs: Any) -> datetime:
+        date: datetime = super().get_expiry_date(**kwargs)
+        if self._clock is None or "expiry" in kwargs:
+            return date
+        return self._clock.cap_date(date, self._loaded())
+
+    async def aget_expiry_date(self, **kwargs: Any) -> datetime:
+        date: datetime = await super().aget_expiry_date(**kwargs)
+        if self._clock is None or "expiry" in kwargs:
+            return date
+        return self._clock.cap_date(date, await self._aloaded())
 
     @classmethod
     def clear_expired(cls) -> None:
@@ -205,7 +279,11 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         session_key = self.session_key
         if session_key is None:
             return {}
-        reply = yield (scripts.GET, self._redis_key(session_key))
+        redis_key = self._redis_key(session_key)
+        if self._clock is None:
+            reply, pttl = (yield (scripts.GET, redis_key)), None
+        else:
+            reply, pttl = yield from self._clock.read(redis_key)
         if reply is None:
             self._session_key = None
             return {}
@@ -223,6 +301,11 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             self._session_key = None
             return {}
         if expired:
+            self._session_key = None
+            return {}
+        if pttl is not None and (
+            yield from self._clock.on_load(self, redis_key, data, version, pttl)  # type: ignore[union-attr]
+        ):
             self._session_key = None
             return {}
         self._stored_version, self._stored_body, self._cleared = version, body, False
@@ -259,12 +342,14 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             # Loading found no session under the cookie's key: it was deleted
             # or expired meanwhile, and a save must not bring it back.
             raise UpdateError
+        redis_key = self._redis_key(session_key)
+        if self._clock is not None:
+            yield from self._clock.before_write(redis_key, data, must_create)
         body = codec.dumps(data)
         self._check_size(body, session_key)
         ttl = self._ttl_ms(data)
-        redis_key = self._redis_key(session_key)
         if must_create:
-            return (yield from self._store_new(redis_key, body, ttl))
+            return (yield from self._store_new(redis_key, data, body, ttl))
         if ttl <= 0:
             yield (scripts.DEL, redis_key)
             self._forget_stored()
@@ -276,19 +361,26 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             and body == self._stored_body
             and not self._reseal
         ):
-            touched = yield (scripts.EVALSHA, scripts.TOUCH, redis_key, version, ttl)
+            if self._clock is not None and self._clock.refreshed:
+                return None  # this request's load already slid the expiry
+            touch = (scripts.EVALSHA, scripts.TOUCH, redis_key, version, ttl)
+            touched = yield self._timed(touch, data)
             if touched == 0:
                 raise UpdateError
             return None
         return (yield from self._write(redis_key, data, body, ttl))
 
-    def _store_new(self, redis_key: str, body: bytes, ttl: int) -> Steps[None]:
+    def _store_new(
+        self, redis_key: str, data: dict[str, Any], body: bytes, ttl: int
+    ) -> Steps[None]:
         if ttl <= 0:  # already expired: there is nothing to keep
             self._forget_stored()
             return None
         fmt, stored = self._pack(body)
         value = codec.join(fmt, codec.FIRST_VERSION, stored)
-        created = yield (scripts.SET, redis_key, value, scripts.PX, ttl, scripts.NX)
+        created = yield self._timed(
+            (scripts.SET, redis_key, value, scripts.PX, ttl, scripts.NX), data
+        )
         if not created:
             raise CreateError
         self._stored_version, self._stored_body, self._cleared = codec.FIRST_VERSION, body, False
@@ -303,7 +395,9 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             fmt, stored = self._pack(body)
             version = b"%d" % (int(expected) + 1)
             value = codec.join(fmt, version, stored)
-            reply = yield (scripts.EVALSHA, scripts.SAVE, redis_key, expected, value, ttl)
+            reply = yield self._timed(
+                (scripts.EVALSHA, scripts.SAVE, redis_key, expected, value, ttl), data
+            )
             if reply == 0:
                 raise UpdateError
             if reply == 1:
@@ -330,7 +424,9 @@ class SessionStore(AsyncSessionAPI, SessionBase):
 
     def _replace(self, redis_key: str, data: dict[str, Any], body: bytes, ttl: int) -> Steps[None]:
         fmt, stored = self._pack(body)
-        reply = yield (scripts.EVALSHA, scripts.REPLACE, redis_key, fmt, stored, ttl)
+        reply = yield self._timed(
+            (scripts.EVALSHA, scripts.REPLACE, redis_key, fmt, stored, ttl), data
+        )
         if reply == 0:
             raise UpdateError
         self._session_cache = data
@@ -389,12 +485,16 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         age: float = self.get_expiry_age(expiry=expiry)
         return age
 
+    def _timed(self, command: tuple[Any, ...], data: dict[str, Any]) -> tuple[Any, ...]:
+        return command if self._clock is None else self._clock.command(command, data)
+
     def _ttl_ms(self, data: dict[str, Any]) -> int:
         try:
             age = self._expiry_age(data)
             if not age > 0:
                 return 0
-            return math.ceil(min(age * 1000, MAX_TTL_MS))
+            ttl = math.ceil(min(age * 1000, MAX_TTL_MS))
+            return ttl if self._clock is None else self._clock.cap(ttl, data)
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 "Session key '_session_expiry' must be a number of seconds or a datetime, "

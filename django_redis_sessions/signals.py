@@ -20,3 +20,9 @@ store_unavailable = Signal()
 #: A save met a newer version written by a concurrent request and merged:
 #: ``attempt`` counts from 1.
 save_conflict = Signal()
+
+#: The engine ended a session on reading it because its absolute deadline had
+#: passed (a restored or replayed value, or a sign-in time it did not write):
+#: ``reason`` is ``"absolute"``. Sessions whose TTL runs out (idle, or at the
+#: deadline) are removed by Redis itself; no process sees that, nothing is sent.
+session_timed_out = Signal()
