@@ -28,6 +28,18 @@ def client_count(r: redis.Redis) -> int:
     return len(r.client_list())
 
 
+def settled_count(r: redis.Redis) -> int:
+    """The client count once the server has seen the last closes (it sees them a bit later)."""
+    last = client_count(r)
+    for _ in range(50):
+        threading.Event().wait(0.02)
+        now = client_count(r)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 async def roundtrip() -> str | None:
     store = SessionStore()
     await store.aset("n", 1)
@@ -70,27 +82,27 @@ RUNNERS: dict[str, Callable[[], Any]] = {
 def test_loops_leave_no_connection_open(
     r: redis.Redis, resource_warnings: list[warnings.WarningMessage], run: Callable[[], Any]
 ) -> None:
-    before = client_count(r)
+    before = settled_count(r)
     for _ in range(LOOPS):
         run()
-    # Closed as each loop shut down, not later by the garbage collector.
-    assert client_count(r) == before
+    # Closed as each loop shut down, not later by the garbage collector (the
+    # server may take a moment to notice the last one).
+    assert wait_for(lambda: client_count(r) <= before)
     assert unclosed(resource_warnings) == []
-    assert client_count(r) == before
 
 
 def test_reset_closes_the_client_of_a_running_loop(
     r: redis.Redis, resource_warnings: list[warnings.WarningMessage]
 ) -> None:
-    before = client_count(r)
+    before = settled_count(r)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever)
     thread.start()
     try:
         asyncio.run_coroutine_threadsafe(roundtrip(), loop).result(5)
-        assert client_count(r) == before + 1
+        assert wait_for(lambda: client_count(r) == before + 1)
         connection.reset()  # from another thread: the close runs on the loop
-        assert wait_for(lambda: client_count(r) == before)
+        assert wait_for(lambda: client_count(r) <= before)
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
@@ -102,18 +114,18 @@ def test_reset_closes_the_client_of_a_running_loop(
 def test_reset_inside_the_loop_closes_its_client(
     r: redis.Redis, resource_warnings: list[warnings.WarningMessage]
 ) -> None:
-    before = client_count(r)
+    before = settled_count(r)
 
     async def main() -> int:
         await roundtrip()
         connection.reset()
         for _ in range(100):  # the close is scheduled on this very loop
             await asyncio.sleep(0.01)
-            if client_count(r) == before:
+            if client_count(r) <= before:
                 break
         return client_count(r)
 
-    assert asyncio.run(main()) == before
+    assert asyncio.run(main()) <= before
     assert unclosed(resource_warnings) == []
 
 
@@ -128,21 +140,21 @@ def closed_loop_with_client(r: redis.Redis) -> asyncio.AbstractEventLoop:
 def test_reset_releases_clients_of_closed_loops(
     r: redis.Redis, resource_warnings: list[warnings.WarningMessage]
 ) -> None:
-    before = client_count(r)
+    before = settled_count(r)
     closed_loop_with_client(r)
-    assert client_count(r) == before + 1
-    connection.reset()
-    assert client_count(r) == before  # at once: nothing is left to a loop
+    assert wait_for(lambda: client_count(r) == before + 1)
+    connection.reset()  # closes the sockets itself: no loop is left to do it
+    assert wait_for(lambda: client_count(r) <= before)
     assert unclosed(resource_warnings) == []
 
 
 def test_a_new_loop_releases_clients_of_closed_ones(
     r: redis.Redis, resource_warnings: list[warnings.WarningMessage]
 ) -> None:
-    before = client_count(r)
+    before = settled_count(r)
     for _ in range(3):
         closed_loop_with_client(r)  # each one releases the one before
-        assert client_count(r) == before + 1
+        assert wait_for(lambda: client_count(r) == before + 1)
     asyncio.run(roundtrip())
-    assert client_count(r) == before
+    assert wait_for(lambda: client_count(r) <= before)
     assert unclosed(resource_warnings) == []
