@@ -335,6 +335,8 @@ def _release_without_loop(client: AsyncClient) -> None:
     done: mark the transport closing and close its socket. Without it the
     sockets stay open until garbage collection, which warns about each.
     """
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        cast(Any, client)._initialize = True  # what aclose() records; else it warns when collected
     connections = _async_connections(client)
     writers = [each._writer for each in connections if each._writer is not None]
     for each in connections:

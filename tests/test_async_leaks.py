@@ -20,20 +20,50 @@ from asgiref.sync import async_to_sync
 
 from django_redis_sessions import connection
 from django_redis_sessions.session import SessionStore
+from tests.conftest import Deployment
+from tests.topology import Cluster, SentinelGroup
 
 LOOPS = 20
 
 
-def client_count(r: redis.Redis) -> int:
-    return len(r.client_list())
+Count = Callable[[], int]
 
 
-def settled_count(r: redis.Redis) -> int:
-    """The client count once the server has seen the last closes (it sees them a bit later)."""
-    last = client_count(r)
+@pytest.fixture
+def client_count(redis_deployment: Deployment) -> Iterator[Count]:
+    """Clients connected to every server of the topology (sentinels included).
+
+    Replication links and the sentinels' own connections are left out: they
+    come and go on their own.
+    """
+    group = redis_deployment.servers
+    if isinstance(group, SentinelGroup):
+        urls = [server.url for server in [*group.servers, *group.sentinels]]
+    elif isinstance(group, Cluster):
+        urls = [node.url for node in group.nodes]
+    else:
+        urls = [redis_deployment.url]
+    watchers = [redis.Redis.from_url(url) for url in urls]
+
+    def count() -> int:
+        return sum(
+            1
+            for watcher in watchers
+            for entry in watcher.client_list()
+            if not set(entry["flags"]) & {"S", "M"} and not entry["name"].startswith("sentinel")
+        )
+
+    yield count
+    for watcher in watchers:
+        watcher.close()
+
+
+def settled(count: Count) -> int:
+    """The count once the servers have seen the last closes (they see them a bit later)."""
+    last = count()
     for _ in range(50):
         threading.Event().wait(0.02)
-        now = client_count(r)
+        now = count()
         if now == last:
             return now
         last = now
@@ -80,29 +110,29 @@ RUNNERS: dict[str, Callable[[], Any]] = {
 
 @pytest.mark.parametrize("run", RUNNERS.values(), ids=RUNNERS.keys())
 def test_loops_leave_no_connection_open(
-    r: redis.Redis, resource_warnings: list[warnings.WarningMessage], run: Callable[[], Any]
+    client_count: Count, resource_warnings: list[warnings.WarningMessage], run: Callable[[], Any]
 ) -> None:
-    before = settled_count(r)
+    before = settled(client_count)
     for _ in range(LOOPS):
         run()
     # Closed as each loop shut down, not later by the garbage collector (the
     # server may take a moment to notice the last one).
-    assert wait_for(lambda: client_count(r) <= before)
+    assert wait_for(lambda: client_count() <= before)
     assert unclosed(resource_warnings) == []
 
 
 def test_reset_closes_the_client_of_a_running_loop(
-    r: redis.Redis, resource_warnings: list[warnings.WarningMessage]
+    client_count: Count, resource_warnings: list[warnings.WarningMessage]
 ) -> None:
-    before = settled_count(r)
+    before = settled(client_count)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever)
     thread.start()
     try:
         asyncio.run_coroutine_threadsafe(roundtrip(), loop).result(5)
-        assert wait_for(lambda: client_count(r) == before + 1)
+        assert wait_for(lambda: client_count() > before)
         connection.reset()  # from another thread: the close runs on the loop
-        assert wait_for(lambda: client_count(r) <= before)
+        assert wait_for(lambda: client_count() <= before)
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
@@ -112,24 +142,24 @@ def test_reset_closes_the_client_of_a_running_loop(
 
 
 def test_reset_inside_the_loop_closes_its_client(
-    r: redis.Redis, resource_warnings: list[warnings.WarningMessage]
+    client_count: Count, resource_warnings: list[warnings.WarningMessage]
 ) -> None:
-    before = settled_count(r)
+    before = settled(client_count)
 
     async def main() -> int:
         await roundtrip()
         connection.reset()
         for _ in range(100):  # the close is scheduled on this very loop
             await asyncio.sleep(0.01)
-            if client_count(r) <= before:
+            if client_count() <= before:
                 break
-        return client_count(r)
+        return client_count()
 
     assert asyncio.run(main()) <= before
     assert unclosed(resource_warnings) == []
 
 
-def closed_loop_with_client(r: redis.Redis) -> asyncio.AbstractEventLoop:
+def closed_loop_with_client() -> asyncio.AbstractEventLoop:
     """A loop closed without shutdown_asyncgens(): its client was never told."""
     loop = asyncio.new_event_loop()
     loop.run_until_complete(roundtrip())
@@ -138,23 +168,23 @@ def closed_loop_with_client(r: redis.Redis) -> asyncio.AbstractEventLoop:
 
 
 def test_reset_releases_clients_of_closed_loops(
-    r: redis.Redis, resource_warnings: list[warnings.WarningMessage]
+    client_count: Count, resource_warnings: list[warnings.WarningMessage]
 ) -> None:
-    before = settled_count(r)
-    closed_loop_with_client(r)
-    assert wait_for(lambda: client_count(r) == before + 1)
+    before = settled(client_count)
+    closed_loop_with_client()
+    assert wait_for(lambda: client_count() > before)
     connection.reset()  # closes the sockets itself: no loop is left to do it
-    assert wait_for(lambda: client_count(r) <= before)
+    assert wait_for(lambda: client_count() <= before)
     assert unclosed(resource_warnings) == []
 
 
 def test_a_new_loop_releases_clients_of_closed_ones(
-    r: redis.Redis, resource_warnings: list[warnings.WarningMessage]
+    client_count: Count, resource_warnings: list[warnings.WarningMessage]
 ) -> None:
-    before = settled_count(r)
+    before = settled(client_count)
     for _ in range(3):
-        closed_loop_with_client(r)  # each one releases the one before
-        assert wait_for(lambda: client_count(r) == before + 1)
+        closed_loop_with_client()  # each one releases the one before
+        assert wait_for(lambda: client_count() > before)
     asyncio.run(roundtrip())
-    assert wait_for(lambda: client_count(r) <= before)
+    assert wait_for(lambda: client_count() <= before)
     assert unclosed(resource_warnings) == []

@@ -60,7 +60,8 @@ def pasted(
     lines.append(f"MIDDLEWARE = {middleware!r}")
     for name, value in readme.items():
         if name == "SESSION_REDIS":
-            value = {**value, **session_redis}  # the suite's Redis instead of localhost
+            # The suite's Redis (any topology) instead of the README's localhost.
+            value = {**{k: v for k, v in value.items() if k != "url"}, **session_redis}
         if name != "__builtins__":
             lines.append(f"{name} = {value!r}")
     return "\n".join(lines) + "\n"
