@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import os
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +29,7 @@ from tests.conftest import Deployment
 from tests.topology import Cluster, SentinelGroup
 
 LOOPS = 20
+ROOT = Path(__file__).resolve().parent.parent
 
 
 Count = Callable[[], int]
@@ -188,3 +194,38 @@ def test_a_new_loop_releases_clients_of_closed_ones(
     asyncio.run(roundtrip())
     assert wait_for(lambda: client_count() <= before)
     assert unclosed(resource_warnings) == []
+
+
+SCRIPT = """
+import asyncio, gc
+import django
+django.setup()
+from asgiref.sync import async_to_sync
+from tests.test_async_leaks import roundtrip
+for _ in range(10):
+    asyncio.run(roundtrip())
+    async_to_sync(roundtrip)()
+gc.collect()
+print("done")
+"""
+
+
+def test_warnings_as_errors_in_a_fresh_process(redis_deployment: Deployment) -> None:
+    # As a user's WSGI app or test run would meet it: any unclosed connection,
+    # transport or socket is reported on stderr ("Exception ignored ...").
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "TEST_SESSION_REDIS": json.dumps(redis_deployment.settings),
+    }
+    done = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", "-c", SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "done"
+    assert "Warning" not in done.stderr, done.stderr
