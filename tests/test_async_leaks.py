@@ -22,10 +22,13 @@ from typing import Any
 import pytest
 import redis
 from asgiref.sync import async_to_sync
+from django.test import override_settings
 
 from django_redis_sessions import connection
 from django_redis_sessions.session import SessionStore
-from tests.conftest import Deployment
+from testproject.redis_server import RedisServer
+from tests.conftest import Deployment, session_redis
+from tests.test_faults import tls_server  # noqa: F401 (a fixture)
 from tests.topology import Cluster, SentinelGroup
 
 LOOPS = 20
@@ -229,3 +232,23 @@ def test_warnings_as_errors_in_a_fresh_process(redis_deployment: Deployment) -> 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "done"
     assert "Warning" not in done.stderr, done.stderr
+
+
+def test_reset_releases_a_tls_client_of_a_closed_loop(
+    request: pytest.FixtureRequest, resource_warnings: list[warnings.WarningMessage]
+) -> None:
+    server: RedisServer
+    server, ca_file = request.getfixturevalue("tls_server")  # skips without TLS
+    watcher = redis.Redis.from_url(server.url, ssl_ca_certs=str(ca_file))
+    try:
+        with override_settings(
+            SESSION_REDIS=session_redis(url=server.url, options={"ssl_ca_certs": str(ca_file)})
+        ):
+            before = len(watcher.client_list())
+            closed_loop_with_client()
+            assert len(watcher.client_list()) > before
+            connection.reset()  # TLS wraps the socket's transport: both layers let go
+            assert wait_for(lambda: len(watcher.client_list()) <= before)
+    finally:
+        watcher.close()
+    assert unclosed(resource_warnings) == []
