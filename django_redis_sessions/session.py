@@ -236,11 +236,11 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             new_key = self._get_new_session_key()
             self._session_key = new_key
             if self.session_key is None:  # refused: _save would call us again
-                got = f"{len(new_key)} characters" if isinstance(new_key, str) else new_key
+                got = f"{len(new_key)} characters" if isinstance(new_key, str) else repr(new_key)
                 raise ValueError(
                     f"{type(self).__qualname__}._get_new_session_key() returned a key this "
                     "engine cannot use (it takes 8 to 256 printable ASCII characters, no "
-                    f"spaces); got {got!r}."
+                    f"spaces); got {got}."
                 )
             try:
                 yield from self._save(must_create=True)
