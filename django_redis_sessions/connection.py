@@ -346,7 +346,7 @@ def _release_without_loop(client: AsyncClient) -> None:
         with contextlib.suppress(RuntimeError):  # "Event loop is closed", once marked
             transport.abort()
         if getattr(transport, "_closed", None) is False:
-            transport._closed = True  # TLS before Python 3.12 marks it after the failing step
+            transport._closed = True  # TLS on Python 3.10 marks it after the failing step
         # TLS wraps the socket's transport in another.
         inner: Any = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
         for layer in (transport, inner):
