@@ -22,8 +22,12 @@ FORMATS = (PLAIN, COMPRESSED, ENCRYPTED)
 FIRST_VERSION = b"1"
 ZLIB_LEVEL = 6
 
-# Django's own keys: 32 characters of [a-z0-9] (get_random_string(32, VALID_KEY_CHARS)).
-SESSION_KEY_RE = re.compile(r"[a-z0-9]{32}")
+# Django's contract (SessionBase._validate_session_key): 8 characters or more.
+# Ours adds an upper bound and printable ASCII without spaces, so that junk is
+# refused before any work (the digest encodes the key as ASCII).
+MIN_KEY_LENGTH = 8
+MAX_KEY_LENGTH = 256
+SESSION_KEY_RE = re.compile(r"[!-~]+")
 _VERSION_RE = re.compile(rb"[1-9][0-9]{0,15}")
 
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -36,7 +40,12 @@ class CorruptSession(ValueError):
 
 
 def is_valid_session_key(key: object) -> bool:
-    return isinstance(key, str) and SESSION_KEY_RE.fullmatch(key) is not None
+    """Whether ``key`` can name a session: 8 to 256 printable ASCII characters, no spaces."""
+    return (
+        isinstance(key, str)
+        and MIN_KEY_LENGTH <= len(key) <= MAX_KEY_LENGTH
+        and SESSION_KEY_RE.fullmatch(key) is not None
+    )
 
 
 def digest(session_key: str) -> str:

@@ -13,6 +13,7 @@ primary and follows MOVED/ASK and failovers).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import threading
 import weakref
@@ -265,24 +266,94 @@ async def get_async_client() -> AsyncClient | None:
         return None
     else:
         client, extras = build_async_client(config)
-    closer = _close_at_loop_shutdown([client, *extras])
+    closer = _close_at_loop_shutdown(loop, [client, *extras])
     # Running it once registers it with the loop, whose shutdown_asyncgens()
     # (asyncio.run, asgiref, uvicorn all call it) then closes the client in-loop.
     await closer.__anext__()
     for closed in [other for other in list(_async_clients) if other.is_closed()]:
-        _async_clients.pop(closed, None)
+        _discard(closed, *_async_clients.pop(closed))
     _async_clients[loop] = (client, closer)
     return client
 
 
 async def _close_at_loop_shutdown(
-    clients: Sequence[AsyncClient],
+    loop: asyncio.AbstractEventLoop, clients: Sequence[AsyncClient]
 ) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
-        for client in clients:
-            await client.aclose()
+        if loop.is_closed():  # finished by _discard(), the loop gone without shutting us down
+            for client in clients:
+                _release_without_loop(client)
+        else:
+            for client in clients:
+                await _aclose(client)
+
+
+async def _aclose(client: AsyncClient) -> None:
+    if isinstance(client, redis.asyncio.Redis):
+        # A client handed a pool (ours, a user's factory's) leaves it open otherwise.
+        await client.aclose(close_connection_pool=True)
+    else:
+        await client.aclose()
+
+
+def _discard(
+    loop: asyncio.AbstractEventLoop, client: AsyncClient, closer: AsyncGenerator[None, None]
+) -> None:
+    """Close a loop's client: on that loop if it can still run, else right here."""
+    if cast(Any, closer).ag_frame is None:  # finished: the loop shut down properly
+        return
+    finish = _finish(closer)
+    try:
+        asyncio.run_coroutine_threadsafe(finish, loop)
+        return
+    except RuntimeError:  # the loop is closed
+        finish.close()
+    # The closer awaits nothing on a closed loop, so one step runs it to the end.
+    with contextlib.suppress(StopIteration):
+        closer.aclose().send(None)
+
+
+async def _finish(closer: AsyncGenerator[None, None]) -> None:
+    await closer.aclose()
+
+
+def _async_connections(client: AsyncClient) -> list[Any]:
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        manager = client.nodes_manager
+        nodes = [*manager.nodes_cache.values(), *manager.startup_nodes.values()]
+        return [each for node in nodes for each in node._connections]
+    pool: Any = client.connection_pool
+    return [*pool._available_connections, *pool._in_use_connections]
+
+
+def _release_without_loop(client: AsyncClient) -> None:
+    """Close the sockets of a client whose event loop is closed.
+
+    Closing a transport needs its loop, so this does what the loop would have
+    done: mark the transport closing and close its socket. Without it the
+    sockets stay open until garbage collection, which warns about each.
+    """
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        cast(Any, client)._initialize = True  # what aclose() records; else it warns when collected
+    connections = _async_connections(client)
+    writers = [each._writer for each in connections if each._writer is not None]
+    for each in connections:
+        each._writer = each._reader = None  # else each warns when collected
+    for writer in writers:
+        transport: Any = writer.transport
+        with contextlib.suppress(RuntimeError):  # "Event loop is closed", once marked
+            transport.abort()
+        if getattr(transport, "_closed", None) is False:
+            transport._closed = True  # TLS on Python 3.10 marks it after the failing step
+        # TLS wraps the socket's transport in another.
+        inner: Any = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+        for layer in (transport, inner):
+            sock = getattr(layer, "_sock", None)
+            if sock is not None:
+                layer._sock = None
+                sock.close()
 
 
 def _close(client: SyncClient) -> None:
@@ -293,12 +364,15 @@ def _close(client: SyncClient) -> None:
 
 
 def reset() -> None:
-    """Forget every client (settings changed); the next call builds new ones."""
+    """Forget every client (settings changed), closing them; the next call builds new ones."""
     global _client
     with _lock:
         client, _client = _client, None
         extras = list(_client_extras)
         _client_extras.clear()
+        loops = list(_async_clients.items())
+        _async_clients.clear()
     for each in [client, *extras] if client is not None else extras:
         _close(each)
-    _async_clients.clear()
+    for loop, (async_client, closer) in loops:
+        _discard(loop, async_client, closer)

@@ -69,8 +69,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     # Keys -------------------------------------------------------------------
 
     def _validate_session_key(self, key: str | None) -> bool:
-        # Anything but a key this engine could have generated is no session,
-        # and reaches Redis in no command.
+        # Django's rule (8+ characters) within codec's bounds; anything else is
+        # no session and reaches Redis in no command.
         return codec.is_valid_session_key(key)
 
     def _get_new_session_key(self) -> str:
@@ -320,7 +320,15 @@ class SessionStore(AsyncSessionAPI, SessionBase):
 
     def _create(self) -> Steps[None]:
         for _ in range(CREATE_ATTEMPTS):
-            self._session_key = self._get_new_session_key()
+            new_key = self._get_new_session_key()
+            self._session_key = new_key
+            if self.session_key is None:  # refused: _save would call us again
+                got = f"{len(new_key)} characters" if isinstance(new_key, str) else repr(new_key)
+                raise ValueError(
+                    f"{type(self).__qualname__}._get_new_session_key() returned a key this "
+                    "engine cannot use (it takes 8 to 256 printable ASCII characters, no "
+                    f"spaces); got {got}."
+                )
             try:
                 yield from self._save(must_create=True)
             except CreateError:

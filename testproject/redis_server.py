@@ -61,15 +61,19 @@ def free_port() -> int:
 def _ping(port: int, timeout: float, tls_ca: str | None = None) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=timeout) as raw:
-            sock = raw
-            if tls_ca is not None:
-                sock = ssl.create_default_context(cafile=tls_ca).wrap_socket(
-                    raw, server_hostname=HOST
-                )
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH", b"-LOADING"))
+            if tls_ca is None:
+                return _pong(raw)
+            context = ssl.create_default_context(cafile=tls_ca)
+            # The wrapped socket owns the connection from here: close it, not raw.
+            with context.wrap_socket(raw, server_hostname=HOST) as wrapped:
+                return _pong(wrapped)
     except OSError:
         return False
+
+
+def _pong(sock: socket.socket) -> bool:
+    sock.sendall(b"PING\r\n")
+    return sock.recv(64).startswith((b"+PONG", b"-NOAUTH", b"-LOADING"))
 
 
 class RedisServer:

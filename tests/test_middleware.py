@@ -107,6 +107,21 @@ def test_garbage_cookie_is_no_session(middleware: str, client: Client, r: redis.
     assert codec.is_valid_session_key(client.cookies[COOKIE].value)
 
 
+@pytest.mark.parametrize("cookie", ["12345678", "Forged-Key_of.any~SHAPE!", "k" * 256])
+def test_unknown_well_formed_cookie_costs_one_get(
+    middleware: str, client: Client, r: redis.Redis, cookie: str
+) -> None:
+    client.cookies[COOKIE] = cookie
+    r.config_resetstat()
+    response = client.get("/get/")
+    assert response.status_code == 200 and response.json() == {}
+    assert command_calls(r) == 1  # the GET, and nothing written
+    assert r.dbsize() == 0
+    assert response.cookies[COOKIE].value == ""  # Django's rule: the empty session's cookie goes
+    assert client.get("/counter/").content == b"1"
+    assert client.cookies[COOKIE].value != cookie  # a fresh key, never the forged one
+
+
 def test_emptied_session_deletes_cookie(middleware: str, client: Client) -> None:
     client.get("/counter/")
     session = client.session

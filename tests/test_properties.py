@@ -56,3 +56,19 @@ def test_arbitrary_cookies_never_reach_redis(r: redis.Redis, cookie: str) -> Non
     assert store.exists(cookie) is False
     store.delete(cookie)
     assert command_calls(r) == 0
+
+
+@fixtures_ok
+@given(
+    cookie=st.text(
+        alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=8, max_size=256
+    )
+)
+def test_any_key_django_accepts_costs_one_get_and_no_write(r: redis.Redis, cookie: str) -> None:
+    assert codec.is_valid_session_key(cookie)
+    r.config_resetstat()
+    store = SessionStore(cookie)
+    assert store.load() == {}
+    assert store.session_key is None
+    assert command_calls(r) == 1
+    assert r.dbsize() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import pickle
+import secrets
 import time
 import zlib
 from decimal import Decimal
@@ -17,6 +18,7 @@ from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
+from django.utils.crypto import get_random_string
 
 from django_redis_sessions import codec
 from django_redis_sessions.session import SessionStore
@@ -450,19 +452,30 @@ def test_prefix_is_configurable(ops: Ops, r: redis.Redis) -> None:
     assert ops.load(SessionStore(store.session_key)) == {}
 
 
-# Bad cookies ----------------------------------------------------------------------
+# Session keys: Django's contract (8+ characters), bounded -------------------------
 
+# Refused before any work: no Redis command at all.
 BAD_KEYS = [
     "",
     "short",
-    "a" * 31,
-    "a" * 33,
+    "1234567",  # Django's minimum is 8
+    "x" * 257,  # our bound
+    "x" * 10_000,
+    "é" * 32,  # non-ASCII
+    "\u200b" * 8,
+    "a" * 31 + "\x00",  # control characters
+    "abcdefgh\n",
+    "abcdefgh\x7f",
+    "abcd efgh",  # a space
+]
+# Keys Django accepts that name no stored session: one GET each, and nothing written.
+UNKNOWN_KEYS = [
+    "12345678",
     "A" * 32,
     "a" * 31 + "-",
-    "é" * 32,
     "../../" + "a" * 26,
-    "x" * 10_000,
-    "a" * 31 + "\x00",
+    'quote"and;semi,colon\\',
+    "x" * 256,
 ]
 
 
@@ -475,6 +488,64 @@ def test_bad_session_keys_send_no_command(ops: Ops, r: redis.Redis, bad: str) ->
     assert ops.exists(store, bad) is False
     ops.delete(store, bad)
     assert command_calls(r) == 0
+
+
+@pytest.mark.parametrize("unknown", UNKNOWN_KEYS, ids=range(len(UNKNOWN_KEYS)))
+def test_unknown_keys_cost_one_get_and_no_write(ops: Ops, r: redis.Redis, unknown: str) -> None:
+    r.config_resetstat()
+    store = SessionStore(unknown)
+    assert store.session_key == unknown
+    assert ops.load(store) == {}
+    assert key_of(store) is None  # a later save gets a fresh key, never this one
+    stats = r.info("commandstats")
+    assert command_calls(r) == 1 and stats["cmdstat_get"]["calls"] == 1
+    assert r.dbsize() == 0
+    ops.setitem(store, "a", 1)
+    ops.save(store)
+    assert store.session_key not in (None, unknown)
+
+
+def key_of(store: SessionStore) -> str | None:
+    return store.session_key  # a call, so that mypy does not keep the earlier narrowing
+
+
+class LongKeys(SessionStore):
+    def _get_new_session_key(self) -> str:
+        return get_random_string(40)  # Django's default alphabet: mixed case
+
+
+class SymbolKeys(SessionStore):
+    def _get_new_session_key(self) -> str:
+        return secrets.token_urlsafe(24) + "!$%&'*+.^_`|~"
+
+
+@pytest.mark.parametrize("store_class", [LongKeys, SymbolKeys])
+def test_subclass_keys_of_another_valid_shape(
+    ops: Ops, r: redis.Redis, store_class: type[SessionStore]
+) -> None:
+    store = store_class()
+    ops.setitem(store, "a", 1)
+    ops.save(store)
+    assert store.session_key is not None and store.session_key == store.session_key.strip()
+    assert codec.is_valid_session_key(store.session_key)
+    assert ops.load(SessionStore(store.session_key)) == {"a": 1}
+    ops.cycle_key(store)
+    assert ops.load(SessionStore(store.session_key)) == {"a": 1}
+    assert r.dbsize() == 1
+
+
+@pytest.mark.parametrize("unusable", ["short", "é" * 32, "x" * 257, None])
+def test_unusable_generated_key_is_a_clear_error(
+    ops: Ops, r: redis.Redis, monkeypatch: pytest.MonkeyPatch, unusable: str | None
+) -> None:
+    monkeypatch.setattr(SessionStore, "_get_new_session_key", lambda self: unusable)
+    store = SessionStore()
+    ops.setitem(store, "a", 1)
+    with pytest.raises(ValueError, match=r"_get_new_session_key\(\) returned a key"):
+        ops.save(store)  # once a RecursionError
+    with pytest.raises(ValueError, match="cannot use"):
+        ops.create(SessionStore())
+    assert r.dbsize() == 0
 
 
 # Corrupt stored values ------------------------------------------------------------------
