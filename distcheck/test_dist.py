@@ -289,3 +289,5 @@ def test_smoke_request_saves_and_reloads(
 def test_smoke_management_commands(wheel_python: Path, smoke_dir: Path, redis_url: str) -> None:
     assert "no issues" in manage(wheel_python, smoke_dir, redis_url, "check")
     manage(wheel_python, smoke_dir, redis_url, "clearsessions")
+    report = json.loads(manage(wheel_python, smoke_dir, redis_url, "sessions_report", "--json"))
+    assert report["prefix"] == "smoke:" and report["complete"] is True

@@ -79,3 +79,10 @@ return 1
 )
 
 SCRIPTS = (SAVE, REPLACE, TOUCH)
+
+# The ops report (``inventory``): read-only. SCAN and DBSIZE address one node;
+# the others touch one key each.
+SCAN = "SCAN"
+DBSIZE = "DBSIZE"
+PTTL = "PTTL"
+MEMORY_USAGE = ("MEMORY", "USAGE")
