@@ -21,6 +21,7 @@ from typing import Any, cast
 
 import redis
 import redis.cluster
+from redis.exceptions import AskError, MovedError
 
 from django_redis_sessions import codec, scripts
 from django_redis_sessions.connection import SyncClient
@@ -269,6 +270,10 @@ def _read_batch(
         usage = next(replies) if sample else None
         if value is None or ttl_ms == -2:
             continue  # expired or deleted since SCAN saw it
+        if isinstance(value, (MovedError, AskError)):
+            continue  # its slot moved to another node during the walk
+        if isinstance(value, Exception) and not str(value).startswith("WRONGTYPE"):
+            raise value  # a refusal (NOPERM, ...) that every key would meet
         _count(report, stats, digest, value, ttl_ms, usage)
 
 
