@@ -272,7 +272,8 @@ def wheel_python(readme_install: Path, dist: Dist) -> Path:
 
 def manage(python: Path, site: Path, redis_url: str, *args: str) -> str:
     env = {**CLEAN_ENV, "SMOKE_REDIS_URL": redis_url}
-    return run([str(python), "manage.py", *args], cwd=site, env=env).stdout
+    result = run([str(python), "manage.py", *args], cwd=site, env=env)
+    return result.stdout + result.stderr
 
 
 def test_smoke_request_saves_and_reloads(
@@ -288,6 +289,11 @@ def test_smoke_request_saves_and_reloads(
 
 def test_smoke_management_commands(wheel_python: Path, smoke_dir: Path, redis_url: str) -> None:
     assert "no issues" in manage(wheel_python, smoke_dir, redis_url, "check")
+    # Our deploy checks ship and find nothing wrong with a loopback Redis.
+    deploy = manage(wheel_python, smoke_dir, redis_url, "check", "--deploy", "--tag", "security")
+    assert "security.W" in deploy and "django_redis_sessions.W" not in deploy
     manage(wheel_python, smoke_dir, redis_url, "clearsessions")
-    report = json.loads(manage(wheel_python, smoke_dir, redis_url, "sessions_report", "--json"))
+    report = json.loads(
+        manage(wheel_python, smoke_dir, redis_url, "sessions_report", "--json", "--no-progress")
+    )
     assert report["prefix"] == "smoke:" and report["complete"] is True
