@@ -20,6 +20,8 @@ COLUMN = WIDTH // 2
 LABEL_WIDTH = 265
 BAR_HEIGHT = 15
 ROW = 19
+# Time panels end at this multiple of the floor; longer bars are drawn broken.
+OFF_SCALE = 5
 PANEL_TOP = 40  # the panel's title and unit
 FONT = "font-family='DejaVu Sans, Helvetica, Arial, sans-serif'"
 COLOURS = {"ours": "#d6336c", "floor": "#868e96", "peer": "#74a9cf"}
@@ -38,7 +40,7 @@ class Panel:
     unit: str
     better: str  # "lower" or "higher"
     bars: list[Bar]
-    ratio_note: str = "× floor: over the floor's median in the same rounds"
+    ratio_note: str = "× floor: ratio of medians, same rounds"
 
 
 def _op_panel(data: dict[str, Any], section: str, op: str, title: str) -> Panel | None:
@@ -109,17 +111,25 @@ def _label(engine: str) -> str:
 def _panel_svg(panel: Panel, x: int, y: int) -> list[str]:
     scale_width = COLUMN - LABEL_WIDTH - 150
     top = max(bar.value for bar in panel.bars) or 1.0
+    floor = next((bar.value for bar in panel.bars if bar.engine == "floor"), None)
+    if floor and panel.better == "lower":
+        # Keep the engines near the floor readable: slower ones run off the scale.
+        top = min(top, OFF_SCALE * floor)
+    clipped_any = any(bar.value > top for bar in panel.bars)
     out = [
         f"<text x='{x}' y='{y + 16}' font-size='14' font-weight='bold' {FONT}>"
         f"{escape(panel.title)}</text>",
         f"<text x='{x}' y='{y + 32}' font-size='11' fill='#555' {FONT}>"
-        f"{escape(panel.unit)}, {panel.better} is better; {escape(panel.ratio_note)}</text>",
+        f"{escape(panel.unit)}, {panel.better} is better; {escape(panel.ratio_note)}"
+        + (f"; broken: over {OFF_SCALE} ×" if clipped_any else "")
+        + "</text>",
     ]
     for i, bar in enumerate(panel.bars):
         row_y = y + PANEL_TOP + i * ROW
         ours = bar.engine in OURS
         weight = " font-weight='bold'" if ours else ""
-        width = max(1.0, bar.value / top * scale_width)
+        width = max(1.0, min(bar.value, top) / top * scale_width)
+        clipped = bar.value > top
         value = f"{bar.value:,.0f}"
         if bar.ratio is not None:
             value += f" · {bar.ratio:.2f}×"
@@ -129,6 +139,13 @@ def _panel_svg(panel: Panel, x: int, y: int) -> list[str]:
             f"<rect x='{x + LABEL_WIDTH}' y='{row_y}' width='{width:.1f}' "
             f"height='{BAR_HEIGHT}' fill='{_colour(bar.engine)}'>"
             f"<title>{escape(_label(bar.engine))}: {escape(value)}</title></rect>",
+        ]
+        if clipped:  # a break near the end: the bar is longer than drawn
+            out.append(
+                f"<path d='M{x + LABEL_WIDTH + width - 14:.1f},{row_y + BAR_HEIGHT} "
+                f"l5,-{BAR_HEIGHT} m3,0 l-5,{BAR_HEIGHT}' stroke='white' stroke-width='2'/>"
+            )
+        out += [
             f"<text x='{x + LABEL_WIDTH + width + 5:.1f}' y='{row_y + 12}' font-size='11'"
             f"{weight} {FONT}>{escape(value)}</text>",
         ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from benchmarks import chart
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -63,6 +65,9 @@ def test_chart_shows_each_engine_with_its_ratio_to_the_floor(tmp_path: Path) -> 
     assert bars["ours, compress_min_bytes=256"] == chart.COLOURS["ours"]
     assert bars["floor: redis-py + hiredis, GET / SET EX"] == chart.COLOURS["floor"]
     assert bars["cache on Django's RedisCache"] == chart.COLOURS["peer"]
+    # A bar past 5 × the floor is drawn broken at the edge; its figure stays true.
+    sync_cycle = [r for r in root.iter(f"{SVG}rect") if "290 · 2.90×" in "".join(r.itertext())]
+    assert sync_cycle and not list(root.iter(f"{SVG}path"))
     # A failed cell or section is left out, not drawn as zero.
     assert "cache on django-redis, pickle" not in bars
     assert all(float(rect.get("width", "1")) > 0 for rect in root.iter(f"{SVG}rect"))
@@ -72,3 +77,28 @@ def test_chart_of_an_empty_run_is_still_valid() -> None:
     root = ET.fromstring(chart.render({}))
     assert root.tag == f"{SVG}svg"
     assert chart.panels({}) == []
+
+
+def test_bars_far_above_the_floor_are_broken() -> None:
+    data = {
+        "sync": {
+            "floor": {"cycle": [100.0]},
+            "ours": {"cycle": [120.0]},
+            "db_pg": {"cycle": [9000.0]},
+        }
+    }
+    root = ET.fromstring(chart.render(data))
+    widths = {
+        "".join(rect.itertext()).rsplit(": ", 1)[0]: float(rect.get("width", "0"))
+        for rect in root.iter(f"{SVG}rect")
+        if rect.find(f"{SVG}title") is not None
+    }
+    assert widths["db, PostgreSQL"] == pytest.approx(
+        widths["floor: redis-py + hiredis, GET / SET EX"] * 5
+    )
+    assert (
+        widths["ours (django_redis_sessions)"] > widths["floor: redis-py + hiredis, GET / SET EX"]
+    )
+    assert len(list(root.iter(f"{SVG}path"))) == 1
+    assert "9,000 · 90.00×" in texts(root)
+    assert any("broken: over 5 ×" in t for t in texts(root))
