@@ -86,18 +86,19 @@ class NodeStats:
     memory_sampled: int = 0
     memory_sampled_bytes: int = 0
 
-    def memory_bytes(self) -> int | None:
-        if not self.memory_sampled:
-            return None
-        return round(self.memory_sampled_bytes / self.memory_sampled * self.sessions)
+    def memory_bytes(self, fallback_mean: float | None = None) -> int | None:
+        """Measured or extrapolated; a node without a sample uses the others' mean."""
+        if self.memory_sampled:
+            return round(self.memory_sampled_bytes / self.memory_sampled * self.sessions)
+        return None if fallback_mean is None else round(fallback_mean * self.sessions)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, fallback_mean: float | None = None) -> dict[str, Any]:
         return {
             "node": self.node,
             "sessions": self.sessions,
             "authenticated": self.authenticated,
             "stored_bytes": self.stored_bytes,
-            "memory_bytes": self.memory_bytes(),
+            "memory_bytes": self.memory_bytes(fallback_mean),
         }
 
 
@@ -128,10 +129,14 @@ class Report:
         elif self.top:
             heapq.heappushpop(self._largest, entry)
 
+    def _mean_memory(self) -> float | None:
+        sampled = sum(n.memory_sampled for n in self.nodes)
+        return sum(n.memory_sampled_bytes for n in self.nodes) / sampled if sampled else None
+
     def memory(self) -> dict[str, Any]:
         sampled = sum(n.memory_sampled for n in self.nodes)
-        per_node = [n.memory_bytes() for n in self.nodes]
-        total = sum(b for b in per_node if b is not None) if sampled else None
+        mean = self._mean_memory()
+        total = None if mean is None else sum(n.memory_bytes(mean) or 0 for n in self.nodes)
         return {
             "bytes": total,
             "sampled_sessions": sampled,
@@ -162,7 +167,7 @@ class Report:
                 {"digest": digest, "stored_bytes": size, "ttl_seconds": ttl, "node": node}
                 for size, digest, ttl, node in largest
             ],
-            "nodes": [n.to_dict() for n in self.nodes],
+            "nodes": [n.to_dict(self._mean_memory()) for n in self.nodes],
         }
 
 

@@ -271,11 +271,22 @@ def test_per_node_lines() -> None:
     result.nodes.append(
         inventory.NodeStats("10.0.0.2:7000", sessions=1, memory_sampled=1, memory_sampled_bytes=90)
     )
+    result.sessions = 3
     result.note_size(500, "a" * 32, None, "10.0.0.1:7000")
     lines = render(result.to_dict())
-    assert "  10.0.0.1:7000: 2 sessions, 1 authenticated, memory n/a" in lines
+    # No sample on the first node: the others' mean stands in.
+    assert "  10.0.0.1:7000: 2 sessions, 1 authenticated, memory 180 B" in lines
     assert "  10.0.0.2:7000: 1 sessions, 0 authenticated, memory 90 B" in lines
     assert any(line.endswith("no ttl  10.0.0.1:7000") for line in lines)
+    assert result.to_dict()["memory"] == {
+        "bytes": 270,
+        "sampled_sessions": 1,
+        "estimated": True,
+        "error": None,
+    }
+    unmeasured = inventory.Report("session:", "cluster", 0, 3)
+    unmeasured.nodes = [inventory.NodeStats("a", sessions=2), inventory.NodeStats("b")]
+    assert "memory n/a" in render(unmeasured.to_dict())[-1]
 
 
 def test_keys_that_are_no_sessions(r: Any) -> None:
