@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import redis
 
 from benchmarks import engines
+from benchmarks.chart import write_chart
 from benchmarks.engines import ENGINES, PEER_VERSION, Engine
 from benchmarks.report import write_report
 from testproject.redis_server import RedisServer, free_port
@@ -543,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS_JSON.parent.mkdir(exist_ok=True)
     RESULTS_JSON.write_text(json.dumps(data, indent=1))
     write_report(data, args.output)
+    write_chart(data, args.output.with_name("chart.svg"))
     http_errors = any(
         run["non2xx"] + run["socket_errors"]
         for by_engine in data.get("http", {}).values()

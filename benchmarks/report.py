@@ -116,7 +116,7 @@ def _http_cell(runs: list[dict[str, Any]], floor: list[dict[str, Any]]) -> list[
     bad = sum(run["non2xx"] + run["socket_errors"] for run in runs)
     ratio = to_floor(rps, [run["rps"] for run in floor]) if floor is not runs else None
     cells = [
-        f"{median(rps):,.0f}" + (f" ⚠ {bad} errors" if bad else ""),  # type: ignore[arg-type]
+        f"{median(rps):,.0f}" + (f" ⚠ {bad} errors" if bad else ""),
         f"{ratio:.2f}×" if ratio is not None else "",
         f"{median([run['p50_us'] / 1000 for run in runs]):.1f} ms",
         f"{median([run['p99_us'] / 1000 for run in runs]):.1f} ms",
@@ -328,4 +328,8 @@ if __name__ == "__main__":
     # Re-render the Markdown from a saved run: python -m benchmarks.report [results.json]
     here = Path(__file__).parent
     source = Path(sys.argv[1]) if len(sys.argv) > 1 else here / "results" / "latest.json"
-    write_report(json.loads(source.read_text()), here / "RESULTS.md")
+    data = json.loads(source.read_text())
+    write_report(data, here / "RESULTS.md")
+    from benchmarks.chart import write_chart
+
+    write_chart(data, here / "chart.svg")

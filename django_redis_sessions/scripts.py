@@ -149,3 +149,10 @@ DEADLINED = {
 
 # Scripts that read, or only move an expiry: no WAIT for replicas after them.
 NO_WAIT = (TOUCH, DEADLINED[TOUCH], LOAD, NOW)
+
+# The ops report (``inventory``): read-only. SCAN and DBSIZE address one node;
+# the others touch one key each.
+SCAN = "SCAN"
+DBSIZE = "DBSIZE"
+PTTL = "PTTL"
+MEMORY_USAGE = ("MEMORY", "USAGE")
