@@ -92,7 +92,6 @@ def register() -> None:
     checks.register(check_session_cookie_httponly, checks.Tags.security, deploy=True)
 
 
-
 # Deploy checks (``manage.py check --deploy``) ---------------------------------------
 # Registered when this module is imported (by the app's ready()). They read
 # settings only: no network at check time. Ids W101-W199 are theirs.
