@@ -6,6 +6,7 @@ Cluster it must find every primary's sessions and report each node.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import zlib
@@ -316,3 +317,19 @@ def test_a_client_that_decodes_responses(
     with redis.Redis.from_url(redis_url, decode_responses=True) as client:
         result = inventory.collect(client, PREFIX).to_dict()
     assert (result["sessions"], result["authenticated"], result["unreadable"]) == (36, 36, 0)
+
+
+def test_encrypted_sessions_are_read_with_the_configured_keys(r: Any) -> None:
+    key = "k1:" + base64.urlsafe_b64encode(bytes(range(32))).decode()
+    with override_settings(SESSION_REDIS=session_redis(encryption_keys=[key])):
+        for user in ("1", None):
+            store = SessionStore()
+            store["_auth_user_id"] = user
+            store.save()
+            assert r.get(PREFIX + (store._digest() or "")).startswith(b"e1:")
+        data = report()
+    assert (data["sessions"], data["authenticated"], data["unreadable"]) == (2, 1, 0)
+    assert data["formats"] == {"e1": 2}
+    # Without the keys the same values cannot be opened: counted, never a crash.
+    data = report()
+    assert (data["sessions"], data["authenticated"], data["unreadable"]) == (2, 0, 2)
