@@ -203,7 +203,8 @@ def test_readme_names_no_requirement_that_allows_the_old_release() -> None:
 @pytest.fixture(scope="session")
 def readme_install(dist: Dist, fresh_python: Path) -> Path:
     """The README's pre-release install, run as written from a clone's (the sdist's) root."""
-    (args,) = [args for args in readme_install_lines() if is_local(args[-1])]
+    # The first is the Installation section's; later ones add extras to it.
+    args = next(args for args in readme_install_lines() if is_local(args[-1]))
     run([str(fresh_python), "-m", "pip", "install", "--disable-pip-version-check", *args],
         cwd=dist.source)  # fmt: skip
     return fresh_python

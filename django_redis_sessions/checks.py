@@ -36,14 +36,19 @@ def check_serializer(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
 # dotted path; these say the same about ours.
 OUR_MIDDLEWARE = "django_redis_sessions.middleware.SessionMiddleware"
 DJANGO_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+SESSIONS_APP = "django.contrib.sessions"
 
 
 def _our_middleware_in_use() -> str | None:
-    """The MIDDLEWARE entry that is ours (or a subclass), unless Django's own is there too."""
+    """The MIDDLEWARE entry that is ours (or a subclass), unless Django's checks speak.
+
+    They do when its middleware is listed (W012/W015) or its sessions app is
+    installed (W010/W013, which README's settings give): one warning, not two.
+    """
     from django_redis_sessions.middleware import SessionMiddleware
 
-    if DJANGO_MIDDLEWARE in settings.MIDDLEWARE:
-        return None  # Django's checks already speak about the session cookie
+    if DJANGO_MIDDLEWARE in settings.MIDDLEWARE or SESSIONS_APP in settings.INSTALLED_APPS:
+        return None
     for path in settings.MIDDLEWARE:
         try:
             middleware = import_string(path)

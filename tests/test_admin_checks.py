@@ -50,6 +50,11 @@ SECURE = {
 }
 
 
+WITHOUT_SESSIONS_APP = [
+    app for app in ADMIN_SITE["INSTALLED_APPS"] if app != "django.contrib.sessions"
+]
+
+
 @pytest.fixture
 def admin_site() -> Iterator[None]:
     with override_settings(**ADMIN_SITE):
@@ -91,19 +96,27 @@ def test_deploy_checks_quiet_with_secure_cookies(admin_site: None) -> None:
 def test_deploy_checks_warn_about_insecure_cookies(
     admin_site: None, setting: str, ours: str, djangos: str
 ) -> None:
+    # With django.contrib.sessions installed (as README's settings have it),
+    # Django's own warning speaks about the cookie, and ours would repeat it.
     with override_settings(**{**SECURE, setting: False}):
         found = session_findings(deploy=True)
-        assert sorted(str(m.id) for m in found) == [ours, djangos]
-        warning = next(m for m in found if m.id == ours)
-        assert warning.level == checks.WARNING
-        assert OURS in warning.msg and setting in warning.msg
+        assert [str(m.id) for m in found] == [djangos]
         # Not a deploy check: plain `check` stays quiet.
+        assert session_findings(deploy=False) == []
+    # Without the app Django sees no sessions at all: ours is the only warning.
+    with override_settings(**{**SECURE, setting: False, "INSTALLED_APPS": WITHOUT_SESSIONS_APP}):
+        found = session_findings(deploy=True)
+        assert [str(m.id) for m in found] == [ours]
+        assert found[0].level == checks.WARNING
+        assert OURS in found[0].msg and setting in found[0].msg
         assert session_findings(deploy=False) == []
 
 
 def test_deploy_checks_name_a_subclass_of_ours() -> None:
     subclass = "tests.test_admin_checks.SubclassedMiddleware"
-    with override_settings(MIDDLEWARE=[subclass], SESSION_COOKIE_HTTPONLY=False):
+    with override_settings(
+        MIDDLEWARE=[subclass], SESSION_COOKIE_HTTPONLY=False, INSTALLED_APPS=WITHOUT_SESSIONS_APP
+    ):
         [warning] = check_session_cookie_httponly()
     assert subclass in warning.msg
 
@@ -115,6 +128,8 @@ def test_deploy_checks_name_a_subclass_of_ours() -> None:
         [OURS, DJANGOS],
         # A path that does not import is Django's to report.
         ["no.such.Middleware"],
+        # Django's sessions app is installed: its W013 speaks (see above).
+        [OURS],
         # Another session middleware is not ours.
         [DJANGOS],
         ["django.middleware.common.CommonMiddleware"],
