@@ -51,7 +51,8 @@ SECURE = {
 
 
 WITHOUT_SESSIONS_APP = [
-    app for app in ADMIN_SITE["INSTALLED_APPS"] if app != "django.contrib.sessions"
+    "django.contrib.admin",
+    *(app for app in settings.INSTALLED_APPS if app != "django.contrib.sessions"),
 ]
 
 
