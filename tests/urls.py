@@ -27,4 +27,7 @@ urlpatterns = [
     path("alogin/", views.alogin_view),
     path("alogout/", views.alogout_view),
     path("awhoami/", views.awhoami),
+    path("end-own-sessions/", views.end_own_sessions),
+    path("aend-own-sessions/", views.aend_own_sessions),
+    path("change-password/", views.change_password),
 ]
