@@ -92,6 +92,42 @@ class UserSession:
     #: Whether this is the session of the request that asked.
     current: bool = False
 
+    @property
+    def device(self) -> str:
+        """A short name for the browser and system, e.g. "Firefox on Linux"."""
+        return describe_user_agent(self.user_agent)
+
+
+# Checked in order: several browsers also name the ones they derive from.
+_BROWSERS = (
+    ("Edge", re.compile(r"\bEdg(e|A|iOS)?/")),
+    ("Opera", re.compile(r"\bOPR/|\bOpera\b")),
+    ("Samsung Internet", re.compile(r"\bSamsungBrowser/")),
+    ("Firefox", re.compile(r"\b(Firefox|FxiOS)/")),
+    ("Chrome", re.compile(r"\b(Chrome|CriOS)/")),
+    ("Safari", re.compile(r"\bVersion/[\d.]+.*\bSafari/")),
+)
+_SYSTEMS = (
+    ("Android", re.compile(r"\bAndroid\b")),
+    ("iPhone", re.compile(r"\biPhone\b")),
+    ("iPad", re.compile(r"\biPad\b")),
+    ("Windows", re.compile(r"\bWindows\b")),
+    ("ChromeOS", re.compile(r"\bCrOS\b")),
+    ("macOS", re.compile(r"\bMac OS X\b|\bMacintosh\b")),
+    ("Linux", re.compile(r"\bLinux\b")),
+)
+
+
+def describe_user_agent(user_agent: str | None) -> str:
+    """ "Firefox on Linux", "Safari on iPhone", or the user agent itself when unknown."""
+    if not user_agent:
+        return "Unknown device"
+    browser = next((name for name, pattern in _BROWSERS if pattern.search(user_agent)), None)
+    system = next((name for name, pattern in _SYSTEMS if pattern.search(user_agent)), None)
+    if browser and system:
+        return f"{browser} on {system}"
+    return browser or system or user_agent[:60]
+
 
 # Names -------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
 
 from tests import views
 
@@ -30,4 +30,5 @@ urlpatterns = [
     path("end-own-sessions/", views.end_own_sessions),
     path("aend-own-sessions/", views.aend_own_sessions),
     path("change-password/", views.change_password),
+    path("account/sessions/", include("django_redis_sessions.urls")),
 ]
