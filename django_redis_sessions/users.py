@@ -222,6 +222,8 @@ def _signed_in(data: dict[str, Any]) -> str | None:
 
 def loaded(store: SessionStore, session_key: str, data: dict[str, Any]) -> None:
     """After a load: remember whose session this is; ask for a save when its stamp is due."""
+    if AUTH_USER_KEY not in data:  # the common case: an anonymous session
+        return
     uid = _signed_in(data)
     if uid is None or not store._config.user_index:
         return
@@ -305,11 +307,15 @@ def save_plan(
     config = store._config
     uid = _signed_in(data) if AUTH_USER_KEY in data else None
     if uid is None or not config.user_index:
-        if MARKER not in data:  # the common case: an anonymous session
+        owners: dict[str, str] | None = getattr(store, _OWNERS_ATTR, None)
+        owner = owners.get(session_key) if owners else None
+        if owner is None and MARKER not in data:  # the common case: an anonymous session
             return None
+        # Signed out without a flush (e.g. clear() and save): the entry goes.
         marker = _marker(data)
-        del data[MARKER]
-        return _Drop(store, session_key, marker[0]) if marker is not None else None
+        data.pop(MARKER, None)
+        owner = owner or (marker[0] if marker is not None else None)
+        return _Drop(store, session_key, owner) if owner is not None else None
     marker = _marker(data)
     ttl = store._ttl_ms(data)
     now = _now_ms()
