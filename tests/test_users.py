@@ -547,6 +547,18 @@ def test_signed_out_without_flush_drops_its_entry(ada: User, r: redis.Redis) -> 
     assert api_sessions(ada) == []
 
 
+def test_cleared_and_saved_session_drops_its_entry(ada: User, r: redis.Redis) -> None:
+    client = signed_in("Firefox")
+    store = SessionStore(key_of(client))
+    assert store["_auth_user_id"] == str(ada.pk)
+    store.clear()
+    store["theme"] = "dark"
+    store.save()
+    assert SessionStore(key_of(client)).load() == {"theme": "dark"}
+    assert users.get_sessions(ada) == []
+    assert r.keys("session:u:*") == []
+
+
 def api_sessions(user: User) -> list[users.UserSession]:
     return users.get_sessions(user)
 
@@ -595,3 +607,29 @@ def _bare_request() -> Any:
     from django.http import HttpRequest
 
     return HttpRequest()  # no session attribute: nothing to attach to
+
+
+INDEX_ACL_RULES = ["+type", "+hset", "+hget", "+hgetall", "+hdel", "+hexists", "+pttl"]
+
+
+@pytest.mark.single_only
+def test_the_readme_acl_user_runs_the_index(ada: User, r: redis.Redis, redis_url: str) -> None:
+    from urllib.parse import urlsplit
+
+    from tests.test_faults import ACL_RULES
+
+    parts = urlsplit(redis_url)
+    url = parts._replace(netloc=f"indexer:s3cret@{parts.hostname}:{parts.port}").geturl()
+    r.execute_command("ACL", "SETUSER", "indexer", "reset", *ACL_RULES, *INDEX_ACL_RULES)
+    try:
+        with override_settings(SESSION_REDIS=session_redis(url=url)):
+            client = signed_in("Firefox")
+            assert [s.user_agent for s in users.get_sessions(ada)] == ["Firefox"]
+            assert users.end_sessions(ada) == 1
+            assert whoami(client) == "anonymous"
+        # Without the index's commands, a login is refused loudly, not half-indexed.
+        r.execute_command("ACL", "SETUSER", "indexer", "-hset")
+        with override_settings(SESSION_REDIS=session_redis(url=url)):
+            assert browser("Firefox").get("/login/?username=ada").status_code == 503
+    finally:
+        r.execute_command("ACL", "DELUSER", "indexer")
