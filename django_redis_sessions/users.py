@@ -134,6 +134,8 @@ def describe_user_agent(user_agent: str | None) -> str:
 
 def user_id(user: User) -> str:
     """The user id as ``login()`` stores it in the session."""
+    if getattr(user, "is_anonymous", False) is True:
+        raise TypeError("An anonymous user has no sessions of its own.")
     if isinstance(user, models.Model):
         pk = user._meta.pk
         assert pk is not None

@@ -521,12 +521,30 @@ def test_garbage_stamp_in_the_session_is_restamped(ada: User, r: redis.Redis, ma
 
 
 def test_odd_user_ids_are_not_indexed(r: redis.Redis) -> None:
+    from django.contrib.auth.models import AnonymousUser
+
     store = SessionStore()
     store.update({"_auth_user_id": ["not", "an", "id"]})
     store.save()
     assert r.keys("session:u:*") == []
     with pytest.raises(TypeError):
         users.get_sessions(None)
+    with pytest.raises(TypeError, match="anonymous"):
+        users.end_sessions(AnonymousUser())
+
+
+def test_index_and_sessions_are_separate_keys_in_their_own_slots(
+    ada: User, r: redis.Redis
+) -> None:
+    from redis.crc import key_slot
+
+    clients = [signed_in(f"Browser {n}") for n in range(4)]
+    index_slot = key_slot(index_of(ada).encode())
+    session_slots = {key_slot(f"session:{digest_of(c)}".encode()) for c in clients}
+    # Nothing ties them to one slot (no hash tags): on a Cluster they spread over nodes.
+    assert session_slots - {index_slot}
+    assert "{" not in index_of(ada)
+    assert len(users.get_sessions(ada)) == 4
 
 
 def test_session_saved_with_no_time_left_drops_its_entry(ada: User, r: redis.Redis) -> None:
