@@ -533,9 +533,7 @@ def test_odd_user_ids_are_not_indexed(r: redis.Redis) -> None:
         users.end_sessions(AnonymousUser())
 
 
-def test_index_and_sessions_are_separate_keys_in_their_own_slots(
-    ada: User, r: redis.Redis
-) -> None:
+def test_index_and_sessions_are_separate_keys_in_their_own_slots(ada: User, r: redis.Redis) -> None:
     from redis.crc import key_slot
 
     clients = [signed_in(f"Browser {n}") for n in range(4)]
@@ -651,3 +649,77 @@ def test_the_readme_acl_user_runs_the_index(ada: User, r: redis.Redis, redis_url
             assert browser("Firefox").get("/login/?username=ada").status_code == 503
     finally:
         r.execute_command("ACL", "DELUSER", "indexer")
+
+
+def test_no_signed_in_session_is_ever_missing_from_the_index(r: redis.Redis) -> None:
+    """Logins, refreshing requests, logouts and endings race; the invariant holds throughout."""
+    import random
+    import threading
+
+    from django.contrib.sessions.backends.base import UpdateError as Interrupted
+
+    uid = "1"
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def device(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(25):
+                try:
+                    store = SessionStore()
+                    store.cycle_key()  # what login() does to the session, then sets the user
+                    store["_auth_user_id"] = uid
+                    store.save()
+                    for n in range(rng.randint(1, 4)):
+                        request = SessionStore(store.session_key)
+                        request["n"] = n
+                        request.save()  # activity_interval 0: every save refreshes the entry
+                except Interrupted:  # ended meanwhile: fine, as long as nothing comes back
+                    continue
+                if rng.random() < 0.4:
+                    SessionStore(store.session_key).flush()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def admin() -> None:
+        try:
+            for _ in range(15):  # then stops, so that the devices leave sessions behind
+                if stop.is_set():
+                    break
+                users.end_sessions(uid)
+                for session in users.get_sessions(uid):
+                    users.end_session(uid, session.id)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    with override_settings(SESSION_REDIS=session_redis(activity_interval=0)):
+        threads = [threading.Thread(target=device, args=(n,)) for n in range(4)]
+        ender = threading.Thread(target=admin)
+        ender.start()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        stop.set()
+        ender.join()
+    assert errors == []
+
+    fields: list[bytes] = r.hkeys(index_of_uid(uid))  # type: ignore[assignment]
+    indexed = {field.decode() for field in fields}
+    signed_in_now = set()
+    keys: list[bytes] = r.keys("session:*")  # type: ignore[assignment]
+    for key in keys:
+        if key.startswith(b"session:u:"):
+            continue
+        value: bytes = r.get(key) or b""  # type: ignore[assignment]
+        fmt, _, body = codec.split(value)
+        if codec.loads(codec.unpack_body(fmt, body)).get("_auth_user_id") == uid:
+            signed_in_now.add(key.decode().removeprefix("session:"))
+    assert signed_in_now  # some survived, from after the ending stopped
+    assert signed_in_now <= indexed
+    assert {s.id for s in users.get_sessions(uid)} == signed_in_now
+
+
+def index_of_uid(uid: str) -> str:
+    return users.index_key(conf.get_config().prefix, uid)
