@@ -39,6 +39,10 @@ DEFAULT_MAX_CONFLICT_RETRIES = 50
 # WAIT blocks the request: well under the default socket_timeout, which would
 # otherwise cut the reply off first.
 DEFAULT_WAIT_TIMEOUT = 500
+# The per-user session index (users.py).
+DEFAULT_ACTIVITY_INTERVAL = 60
+DEFAULT_CLIENT_IP = "django_redis_sessions.users.remote_addr"
+DEFAULT_MAX_SESSIONS_PER_USER = 100
 # Reading from replicas would break read-your-writes: a session saved by one
 # request (a login) could be missing in the next one.
 REPLICA_READ_OPTIONS = ("read_from_replicas", "load_balancing_strategy")
@@ -75,6 +79,14 @@ class Config:
     # Timeouts (seconds; see ``timeouts``): inactivity, and lifetime since sign-in.
     idle_timeout: int | None = None
     absolute_timeout: int | None = None
+    # The per-user session index (users.py): on/off, how often last_seen moves
+    # (seconds), where the IP comes from (None: not stored), whether the
+    # user agent is stored, and how many sessions one user keeps at most.
+    user_index: bool = True
+    activity_interval: int = DEFAULT_ACTIVITY_INTERVAL
+    client_ip: str | None = DEFAULT_CLIENT_IP
+    store_user_agent: bool = True
+    max_sessions_per_user: int = DEFAULT_MAX_SESSIONS_PER_USER
 
     @property
     def topology(self) -> str:
@@ -255,9 +267,32 @@ def parse(raw: Any) -> Config:
         wait_timeout=wait_timeout,
         idle_timeout=_positive_int(raw, "idle_timeout", optional=True),
         absolute_timeout=_positive_int(raw, "absolute_timeout", optional=True),
+        **_user_index(raw),
         **topology,
         **crypto.parse_settings(raw),
     )
+
+
+def _flag(raw: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise _fail(key, f"must be True or False, got {value!r}.")
+    return value
+
+
+def _user_index(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The Config fields of the per-user session index."""
+    return {
+        "user_index": _flag(raw, "user_index", True),
+        "activity_interval": _non_negative_int(raw, "activity_interval", DEFAULT_ACTIVITY_INTERVAL),
+        "client_ip": _dotted_path({"client_ip": DEFAULT_CLIENT_IP, **raw}, "client_ip"),
+        "store_user_agent": _flag(raw, "store_user_agent", True),
+        "max_sessions_per_user": _positive_int(
+            {"max_sessions_per_user": DEFAULT_MAX_SESSIONS_PER_USER, **raw},
+            "max_sessions_per_user",
+            optional=False,
+        ),
+    }
 
 
 def _topology(raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.cache import patch_vary_headers
 from django.utils.http import http_date
 
-from django_redis_sessions import conf, timeouts
+from django_redis_sessions import conf, timeouts, users
 from django_redis_sessions.exceptions import SessionUnavailable
 
 logger = logging.getLogger("django_redis_sessions")
@@ -64,6 +64,7 @@ class SessionMiddleware(DjangoSessionMiddleware):
     def process_request(self, request: HttpRequest) -> None:
         # No I/O here: the session loads when first used.
         request.session = self.SessionStore(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+        users.attach(request)  # for the IP and user agent of the user's session index
 
     def process_exception(
         self, request: HttpRequest, exception: Exception

@@ -17,6 +17,11 @@ EVALSHA = "EVALSHA"
 EVAL = "EVAL"
 NX = "NX"
 PX = "PX"
+# The per-user index (see ``users``): one hash per user, one field per session.
+HGETALL = "HGETALL"
+HDEL = "HDEL"
+HEXISTS = "HEXISTS"
+PTTL = "PTTL"
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,6 @@ return 1
 """,
 )
 
-SCRIPTS = (SAVE, REPLACE, TOUCH, RESEAL)
-
 # Timeouts (see ``timeouts``) ------------------------------------------------------
 
 # The value, its remaining TTL (ms) and Redis's clock, in one round trip, so the
@@ -154,5 +157,53 @@ NO_WAIT = (TOUCH, DEADLINED[TOUCH], LOAD, NOW)
 # the others touch one key each.
 SCAN = "SCAN"
 DBSIZE = "DBSIZE"
-PTTL = "PTTL"
 MEMORY_USAGE = ("MEMORY", "USAGE")
+
+# Upsert one session's entry in a user's index hash: field ARGV[1] (its digest),
+# value ARGV[2] ("<until ms>|<seen ms>|<created ms>|") followed by ARGV[7] (JSON
+# metadata; "" keeps the entry's current metadata, or that of field ARGV[8], the
+# session this one was cycled from), at ARGV[3] = now (ms).
+# Entries past their "until" by more than ARGV[6] ms of clock slack are dropped
+# (their sessions have expired); beyond ARGV[5] entries, the least recently seen
+# others are dropped and returned, for the caller to end their sessions. The
+# hash then lives at least ARGV[4] ms. Returns -1 (writing nothing) when the key
+# holds something other than a hash.
+INDEX_PUT = Script(
+    "index_put",
+    """local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'hash' and kind ~= 'none' then return -1 end
+local now, slack = tonumber(ARGV[3]), tonumber(ARGV[6])
+local meta = ARGV[7]
+if meta == '' then
+  local old = redis.call('HGET', KEYS[1], ARGV[1])
+  if not old and ARGV[8] ~= '' then old = redis.call('HGET', KEYS[1], ARGV[8]) end
+  meta = old and string.match(old, '^%d+|%d+|%d+|(.*)$') or '{}'
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. meta)
+local entries = redis.call('HGETALL', KEYS[1])
+local others = {}
+for i = 1, #entries, 2 do
+  local until_ms, seen = string.match(entries[i + 1], '^(%d+)|(%d+)|')
+  if not until_ms or tonumber(until_ms) + slack < now then
+    redis.call('HDEL', KEYS[1], entries[i])
+  elseif entries[i] ~= ARGV[1] then
+    others[#others + 1] = {tonumber(seen), entries[i]}
+  end
+end
+local evicted = {}
+local excess = #others + 1 - tonumber(ARGV[5])
+if excess > 0 then
+  table.sort(others, function(a, b) return a[1] < b[1] end)
+  for i = 1, excess do
+    redis.call('HDEL', KEYS[1], others[i][2])
+    evicted[i] = others[i][2]
+  end
+end
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+return evicted
+""",
+)
+
+SCRIPTS = (SAVE, REPLACE, TOUCH, RESEAL, INDEX_PUT)

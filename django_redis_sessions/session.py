@@ -23,7 +23,7 @@ from django.contrib.sessions.backends.base import (
 from django.contrib.sessions.serializers import JSONSerializer
 from django.utils.crypto import get_random_string
 
-from django_redis_sessions import codec, conf, crypto, scripts, signals, timeouts
+from django_redis_sessions import codec, conf, crypto, scripts, signals, timeouts, users
 from django_redis_sessions.compat import AsyncSessionAPI
 from django_redis_sessions.driver import Command, arun, run
 from django_redis_sessions.exceptions import SessionTooLarge, SessionUnavailable
@@ -310,6 +310,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             return {}
         self._stored_version, self._stored_body, self._cleared = version, body, False
         self._reseal = not crypto.is_current(self._config, fmt, stored_body)
+        users.loaded(self, session_key, data)
         return data
 
     def _exists(self, session_key: str | None) -> Steps[bool]:
@@ -350,6 +351,11 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             # Loading found no session under the cookie's key: it was deleted
             # or expired meanwhile, and a save must not bring it back.
             raise UpdateError
+        index = users.save_plan(self, session_key, data, must_create)
+        steps = self._save_data(session_key, data, must_create)
+        return (yield from (steps if index is None else index.around(steps)))
+
+    def _save_data(self, session_key: str, data: dict[str, Any], must_create: bool) -> Steps[None]:
         redis_key = self._redis_key(session_key)
         if self._clock is not None:
             yield from self._clock.before_write(redis_key, data, must_create)
@@ -450,6 +456,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             self._forget_stored()
         if codec.is_valid_session_key(session_key):
             yield (scripts.DEL, self._redis_key(session_key))
+            yield from users.deleted(self, session_key)
         return None
 
     def _data(self, no_load: bool) -> Steps[dict[str, Any]]:

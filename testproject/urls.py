@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from testproject import views
 
@@ -18,5 +18,6 @@ urlpatterns = [
     path("items/add/", views.items_add, name="items-add"),
     path("items/state/", views.items_state, name="items-state"),
     path("session/", views.session_info, name="session"),
+    path("account/sessions/", include("django_redis_sessions.urls")),
     path("healthz", views.healthz, name="healthz"),
 ]

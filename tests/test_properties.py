@@ -23,8 +23,9 @@ json_values = st.recursive(
     ),
     max_leaves=20,
 )
-# _session_expiry has a meaning of its own (tested in test_session.py).
-session_keys = st.text(max_size=20).filter(lambda key: key != "_session_expiry")
+# These keys have a meaning of their own (tested in test_session.py, test_users.py).
+MEANINGFUL = ("_session_expiry", "_auth_user_id", "_drs_user_index")
+session_keys = st.text(max_size=20).filter(lambda key: key not in MEANINGFUL)
 sessions = st.dictionaries(session_keys, json_values, max_size=8)
 
 fixtures_ok = settings(

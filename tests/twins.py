@@ -72,7 +72,10 @@ def ops(request: pytest.FixtureRequest) -> Ops:
 
 
 # Every data command the engine can send, and those its scripts run server-side.
-ENGINE_COMMANDS = ("get", "getrange", "set", "del", "exists", "evalsha", "eval", "pexpire", "wait")
+ENGINE_COMMANDS = (
+    "get", "getrange", "set", "del", "exists", "evalsha", "eval", "pexpire", "wait",
+    "hset", "hget", "hgetall", "hdel", "hexists", "pttl", "type",
+)  # fmt: skip
 
 
 def command_calls(client: redis.Redis) -> int:

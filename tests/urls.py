@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
 
 from tests import views
 
@@ -27,4 +27,8 @@ urlpatterns = [
     path("alogin/", views.alogin_view),
     path("alogout/", views.alogout_view),
     path("awhoami/", views.awhoami),
+    path("end-own-sessions/", views.end_own_sessions),
+    path("aend-own-sessions/", views.aend_own_sessions),
+    path("change-password/", views.change_password),
+    path("account/sessions/", include("django_redis_sessions.urls")),
 ]

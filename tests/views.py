@@ -146,3 +146,35 @@ async def alogout_view(request: HttpRequest) -> HttpResponse:
 async def awhoami(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
     return HttpResponse(user.username if user.is_authenticated else "anonymous")
+
+
+def end_own_sessions(request: HttpRequest) -> HttpResponse:
+    """Every session of the user is ended while this request of one of them is in flight."""
+    from django_redis_sessions import users
+
+    request.session["cart"] = ["book"]
+    users.end_sessions(request.user)
+    return HttpResponse("ok")
+
+
+async def aend_own_sessions(request: HttpRequest) -> HttpResponse:
+    from django_redis_sessions import users
+
+    await request.session.aset("cart", ["book"])
+    await users.aend_sessions(await request.auser())
+    return HttpResponse("ok")
+
+
+def change_password(request: HttpRequest) -> HttpResponse:
+    """The documented one-liner: a password change signs the user out everywhere else."""
+    from django.contrib.auth import update_session_auth_hash
+
+    from django_redis_sessions import users
+
+    user = request.user
+    assert isinstance(user, User)
+    user.set_password(request.GET["password"])
+    user.save()
+    update_session_auth_hash(request, user)
+    ended = users.end_sessions(user, keep=request.session)
+    return HttpResponse(str(ended))

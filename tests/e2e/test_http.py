@@ -49,13 +49,15 @@ def test_visit_count_continues_across_servers(servers: Servers, client: httpx.Cl
 def test_logout_on_b_is_logout_on_a(servers: Servers, client: httpx.Client, r: Any) -> None:
     login(client, servers.a, servers.username, servers.password)
     assert user_on(client.get(f"{servers.a.url}/").text) == servers.username
-    assert len(r.keys(SESSION_KEYS)) == 1
+    # One session, and the user's session index (tests/test_users.py).
+    assert sorted(key.count(b":u:") for key in r.keys(SESSION_KEYS)) == [0, 1]
     reply = client.post(f"{servers.b.url}/logout/", headers=csrf_headers(client))
     assert reply.status_code == 302
     page = client.get(f"{servers.a.url}/session/")
     assert user_on(page.text) == "anonymous"
     assert 'id="no-session"' in page.text
-    # The logged-in session is gone from Redis, not merely forgotten by the cookie.
+    # The logged-in session is gone from Redis, not merely forgotten by the cookie,
+    # and its user's index with it.
     assert r.keys(SESSION_KEYS) == []
 
 
