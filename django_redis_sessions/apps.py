@@ -8,9 +8,10 @@ class RedisSessionsConfig(AppConfig):
     verbose_name = "Redis sessions"
 
     def ready(self) -> None:
-        from django_redis_sessions import checks, conf, connection
+        from django_redis_sessions import checks, conf, connection, migration
 
         # A bad SESSION_REDIS stops every entry point (manage.py, gunicorn,
         # uvicorn) at startup with ImproperlyConfigured naming the key.
         connection.check_options(conf.get_config())
+        migration.check(conf.get_config())
         checks.register()

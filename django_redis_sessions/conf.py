@@ -66,6 +66,10 @@ class Config:
     # Durability: after each write, WAIT until this many replicas have it.
     wait_replicas: int = 0
     wait_timeout: int = DEFAULT_WAIT_TIMEOUT
+    # Moving sessions from the previous SESSION_ENGINE (migration.py).
+    migrate_from: str | None = None
+    migrate_from_options: Mapping[str, Any] | None = None
+    migrate_write_back: bool = False
 
     @property
     def topology(self) -> str:
@@ -226,7 +230,10 @@ def parse(raw: Any) -> Config:
             f"{wait_timeout} ms must be shorter than the socket timeout "
             f"({socket_timeout} s), or the socket gives up before WAIT answers.",
         )
+    from django_redis_sessions import migration
+
     return Config(
+        **migration.parse(raw),
         prefix=prefix,
         options=dict(options),
         client=_dotted_path(raw, "client"),

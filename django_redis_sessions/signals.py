@@ -20,3 +20,8 @@ store_unavailable = Signal()
 #: A save met a newer version written by a concurrent request and merged:
 #: ``attempt`` counts from 1.
 save_conflict = Signal()
+
+#: SESSION_REDIS["migrate_from"]: a load found the session in the old store.
+#: ``outcome`` is "copied" (imported), or why it was not: "expired",
+#: "bad signature", "not JSON-able", "invalid key", "unreadable".
+session_migrated = Signal()
