@@ -661,8 +661,12 @@ def check(config: conf.Config) -> None:
             return
         prefix = options["prefix"] or ""
         theirs = prefix + ":" if prefix else ""
-        if not config.prefix or (
-            theirs and (config.prefix.startswith(theirs) or theirs.startswith(config.prefix))
+        # An empty 0.6.2 prefix is the whole database: ours included.
+        if (
+            not theirs
+            or not config.prefix
+            or config.prefix.startswith(theirs)
+            or theirs.startswith(config.prefix)
         ):
             raise _fail(
                 "migrate_from_options",

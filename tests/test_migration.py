@@ -9,6 +9,7 @@ Sessions are made by the old engine's own SessionStore.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import time
@@ -20,16 +21,19 @@ from typing import Any
 
 import pytest
 import redis
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.contrib.sessions.backends.db import SessionStore as DbStore
 from django.contrib.sessions.backends.file import SessionStore as FileStore
 from django.contrib.sessions.models import Session
 from django.core import signing
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from django_redis_sessions import codec, conf, migration
+from django_redis_sessions import codec, conf, migration, signals
 from django_redis_sessions.exceptions import SessionUnavailable
 from django_redis_sessions.session import SessionStore
 from testproject.redis_server import RedisServer
@@ -94,9 +98,6 @@ class Old:
 
 class OldDb(Old):
     engine = migration.DB
-
-    def settings(self, **redis_keys: Any) -> dict[str, Any]:
-        return {**super().settings(**redis_keys), "SESSION_ENGINE": self.engine}
 
     def expire_in(self, key: str, seconds: int) -> None:
         Session.objects.filter(session_key=key).update(
@@ -170,7 +171,8 @@ class OldDrs(Old):
         if age is not None:
             store.set_expiry(age)
         key = key or SessionStore()._get_new_session_key()
-        self.client.set(self.real_key(key), store.encode(data), ex=store.get_expiry_age())
+        value = store.encode(store._get_session())  # type: ignore[attr-defined]
+        self.client.set(self.real_key(key), value, ex=store.get_expiry_age())
         return key
 
     def load(self, key: str) -> dict[str, Any]:
@@ -439,3 +441,384 @@ def test_odd_drs_key_gets_a_new_key_and_leaves_the_old_store(
         assert ops.load(store) == {"cart": [1]}
         assert store.session_key != odd and store.modified
         assert not drs.has(odd)
+
+
+# Safety -----------------------------------------------------------------------------
+
+
+def test_keyspace_overlap_with_0_6_2_is_refused(redis_url: str) -> None:
+    def config(**keys: Any) -> conf.Config:
+        return conf.parse({"url": "redis://localhost:6379/0", **keys})
+
+    same = {"migrate_from": migration.DRS}
+    for options in ({"prefix": "session"}, {"host": "127.0.0.1", "prefix": "session"}, {}):
+        with pytest.raises(ImproperlyConfigured, match="share one Redis database"):
+            migration.check(config(**same, migrate_from_options=options))
+    # Apart: another database, another server, or prefixes that cannot meet.
+    migration.check(config(**same, migrate_from_options={"db": 1, "prefix": "session"}))
+    migration.check(config(**same, migrate_from_options={"url": "redis://other:6379/0"}))
+    migration.check(config(**same, migrate_from_options={"prefix": "drs"}))
+    with pytest.raises(ImproperlyConfigured, match="share one Redis database"):
+        migration.check(config(**same, prefix="", migrate_from_options={"prefix": "drs"}))
+
+
+def test_cache_keyspace_overlap_is_refused() -> None:
+    with override_settings(CACHES={"default": {"BACKEND": OldCache.backend, "KEY_PREFIX": ""}}):
+        migration.check(conf.parse({"migrate_from": migration.CACHE}))
+        with pytest.raises(ImproperlyConfigured, match="overlaps the cache engine"):
+            migration.check(conf.parse({"migrate_from": migration.CACHE, "prefix": ":1:dj"}))
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"migrate_from": "myapp.sessions"}, "not an engine sessions can be migrated from"),
+        ({"migrate_from": 3}, "not an engine"),
+        ({"migrate_from_options": {}}, "only applies with"),
+        ({"migrate_write_back": True}, "only applies with"),
+        (
+            {"migrate_from": migration.DB, "migrate_from_options": {"prefix": "x"}},
+            "only applies to",
+        ),
+        ({"migrate_from": migration.DRS, "migrate_from_options": "redis://"}, "must be a dict"),
+        ({"migrate_from": migration.DRS, "migrate_from_options": {"hots": "x"}}, "unknown key"),
+        ({"migrate_from": migration.DRS, "migrate_from_options": {"prefix": 1}}, "'prefix'"),
+        ({"migrate_from": migration.DB, "migrate_write_back": "yes"}, "True or False"),
+        (
+            {"migrate_from": migration.SIGNED_COOKIES, "migrate_write_back": True},
+            "nothing server-side",
+        ),
+    ],
+)
+def test_bad_migration_settings(keys: dict[str, Any], message: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match=message):
+        conf.parse(keys)
+
+
+def test_startup_refuses_an_overlap() -> None:
+    from django.apps import apps
+
+    keys = {"url": "redis://127.0.0.1:6379/3", "migrate_from": migration.DRS}
+    with (
+        override_settings(SESSION_REDIS={**keys, "migrate_from_options": {"db": 3}}),
+        pytest.raises(ImproperlyConfigured, match="share one Redis database"),
+    ):
+        apps.get_app_config("django_redis_sessions").ready()
+
+
+def test_0_6_2_format_is_checked_before_reading_or_deleting(
+    ops: Ops, r: Any, tmp_path: Any, old_redis: redis.Redis, caplog: Any
+) -> None:
+    drs = OldDrs(tmp_path, _url(old_redis))
+    with override_settings(**drs.settings()):
+        key = "b" * 32
+        foreign = b'j1:1:{"_auth_user_id":"1"}'  # one of our values, or anybody's
+        old_redis.set(drs.real_key(key), foreign, ex=100)
+        with caplog.at_level(logging.WARNING, "django_redis_sessions.migration"):
+            assert ops.load(SessionStore(key)) == {}
+        assert "unreadable" in caplog.text
+        ops.delete(SessionStore(key))
+        assert old_redis.get(drs.real_key(key)) == foreign
+        assert r.get(codec.redis_key("session:", key)) == migration.TOMBSTONE
+
+
+def test_rotated_secret_key_is_a_counted_bad_signature_then_fallbacks_work(
+    ops: Ops, r: Any, tmp_path: Any, client: Client, caplog: Any
+) -> None:
+    db = OldDb(tmp_path, "")
+    with override_settings(**db.settings()):
+        with override_settings(SECRET_KEY="the-old-secret-key"):
+            key = db.make({"a": 1})
+        received: list[str] = []
+
+        def count(outcome: str, **kwargs: Any) -> None:
+            received.append(outcome)
+
+        signals.session_migrated.connect(count)
+        try:
+            with caplog.at_level(logging.WARNING, "django.security.SuspiciousSession"):
+                client.cookies[COOKIE] = key
+                assert client.get("/get/").status_code == 200  # never a 500
+            assert "bad signature" in caplog.text
+            assert received == ["bad signature"] and ours(r, key) is None
+            with override_settings(SECRET_KEY_FALLBACKS=["the-old-secret-key"]):
+                assert ops.load(SessionStore(key)) == {"a": 1}
+            assert received == ["bad signature", "copied"]
+        finally:
+            signals.session_migrated.disconnect(count)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"when": timezone.now()},  # JSON cannot hold it
+        {"pair": (1, 2)},  # JSON would make it a list
+        {"by_id": {1: "a"}},  # JSON would make the key a string
+    ],
+    ids=["datetime", "tuple", "int-key"],
+)
+def test_pickled_values_json_cannot_hold_are_not_imported(
+    ops: Ops, r: Any, tmp_path: Any, old_redis: redis.Redis, value: dict[str, Any], caplog: Any
+) -> None:
+    cache = OldCache(tmp_path, _url(old_redis))
+    with override_settings(**cache.settings()):
+        key = cache.make({"user": "ada", **value})
+        with caplog.at_level(logging.WARNING, "django_redis_sessions.migration"):
+            store = SessionStore(key)
+            assert ops.load(store) == {}
+        assert "not JSON-able" in caplog.text
+        assert store.session_key is None and ours(r, key) is None
+        assert cache.has(key)  # left where it was
+
+
+def test_pickle_serializer_of_django_4_2(ops: Ops, r: Any, tmp_path: Any) -> None:
+    from django.contrib.sessions import serializers
+
+    if not hasattr(serializers, "PickleSerializer"):
+        pytest.skip("PickleSerializer was removed in Django 5.0")
+    pickled = "django.contrib.sessions.serializers.PickleSerializer"
+    db = OldDb(tmp_path, "")
+    with override_settings(**db.settings(), SESSION_SERIALIZER=pickled):
+        plain = db.make({"a": [1]})
+        dated = db.make({"a": timezone.now()})
+        assert ops.load(SessionStore(plain)) == {"a": [1]}
+        assert ops.load(SessionStore(dated)) == {}
+        assert ours(r, dated) is None
+
+
+# manage.py migrate_sessions -----------------------------------------------------
+
+
+def run_command(*args: str) -> tuple[str, str | None]:
+    """The command's output, and its error (a non-zero exit status) if any."""
+    out = io.StringIO()
+    try:
+        call_command("migrate_sessions", *args, stdout=out)
+    except CommandError as exc:
+        return out.getvalue(), str(exc)
+    return out.getvalue(), None
+
+
+def counts(output: str) -> dict[str, int]:
+    pairs = (line.rsplit(": ", 1) for line in output.splitlines() if ": " in line)
+    return {label: int(number) for label, number in pairs if number.isdigit()}
+
+
+BULK = ["db", "cached_db", "cache", "django_redis", "file", "drs"]
+
+
+@pytest.fixture(params=BULK)
+def bulk_old(
+    request: pytest.FixtureRequest, tmp_path: Any, old_redis: redis.Redis
+) -> Iterator[Old]:
+    engine = KEYED[request.param](tmp_path, _url(old_redis))
+    with override_settings(**engine.settings()):
+        yield engine
+
+
+def test_bulk_copies_every_live_session_once(bulk_old: Old, r: Any) -> None:
+    keys = [bulk_old.make({"n": n}, age=600 + n) for n in range(7)]
+    SessionStore(keys[0]).load()  # already moved by a request
+    output, error = run_command("--batch-size", "3")
+    assert error is None
+    assert counts(output) == {
+        "copied": 6,
+        "already there": 1,
+        "expired": 0,
+        "bad signature": 0,
+        "not JSON-able": 0,
+        "invalid key": 0,
+        "unreadable": 0,
+    }
+    for n, key in enumerate(keys):
+        assert SessionStore(key).load() == {"n": n, "_session_expiry": 600 + n}
+        assert 590_000 < pttl(r, key) <= (600 + n) * 1000
+    # Idempotent, so an interrupted run is resumed by running it again.
+    assert counts(run_command()[0])["already there"] == 7
+
+
+def test_bulk_never_overwrites_a_newer_session(bulk_old: Old, r: Any) -> None:
+    key = bulk_old.make({"n": 0})
+    store = SessionStore(key)
+    store["n"] = 1
+    store.save()
+    run_command()
+    assert SessionStore(key).load() == {"n": 1}
+
+
+def test_dry_run_counts_and_writes_nothing(bulk_old: Old, r: Any) -> None:
+    for n in range(3):
+        bulk_old.make({"n": n})
+    output, error = run_command("--dry-run")
+    assert error is None and "dry run" in output
+    assert counts(output)["to copy"] == 3
+    assert r.dbsize() == 0
+
+
+def test_bulk_counts_each_outcome_and_fails_on_unreadable(r: Any, tmp_path: Any) -> None:
+    db = OldDb(tmp_path, "")
+    with override_settings(**db.settings()):
+        db.make({"ok": 1})
+        db.expire_in(db.make({"gone": 1}), -10)
+        with override_settings(SECRET_KEY="rotated-away"):
+            db.make({"forged": 1})
+        Session.objects.create(
+            session_key="Odd-Key-From-A-Custom-Engine",
+            session_data=DbStore().encode({"odd": 1}),
+            expire_date=timezone.now() + timedelta(days=1),
+        )
+        Session.objects.create(
+            session_key="c" * 32,
+            session_data="not a signed value",
+            expire_date=timezone.now() + timedelta(days=1),
+        )
+        output, error = run_command()
+    assert counts(output) == {
+        "copied": 1,
+        "already there": 0,
+        "expired": 1,
+        "bad signature": 1,
+        "not JSON-able": 0,
+        "invalid key": 1,
+        "unreadable": 1,
+    }
+    assert error is not None and "2 sessions could not be read" in error
+
+
+def test_bulk_counts_not_json_from_a_cache(r: Any, tmp_path: Any, old_redis: redis.Redis) -> None:
+    cache = OldCache(tmp_path, _url(old_redis))
+    with override_settings(**cache.settings()):
+        cache.make({"when": timezone.now()})
+        cache.make({"ok": 1})
+        output, error = run_command()
+    assert error is None
+    assert counts(output)["not JSON-able"] == 1 and counts(output)["copied"] == 1
+
+
+def test_bulk_progress_on_a_terminal(r: Any, tmp_path: Any) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    db = OldDb(tmp_path, "")
+    with override_settings(**db.settings()):
+        for n in range(5):
+            db.make({"n": n})
+        out = Terminal()
+        call_command("migrate_sessions", "--batch-size", "2", stdout=out)
+    assert "Copying 5 live sessions" in out.getvalue()
+    assert "2/5 read, 2 copied\r" in out.getvalue() and "5/5 read, 5 copied\r" in out.getvalue()
+
+
+def test_bulk_refuses_what_it_cannot_do(r: Any, tmp_path: Any) -> None:
+    signed = OldSignedCookies(tmp_path, "")
+    with override_settings(**signed.settings()):
+        assert "live in the browsers" in (run_command()[1] or "")
+    locmem = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    with override_settings(
+        CACHES=locmem, SESSION_REDIS=session_redis(migrate_from=migration.CACHE)
+    ):
+        assert "cannot list its keys" in (run_command()[1] or "")
+    with override_settings(SESSION_REDIS=session_redis()):
+        assert "Set SESSION_REDIS" in (run_command()[1] or "")
+    assert "at least 1" in (run_command("--batch-size", "0")[1] or "")
+
+
+def test_bulk_stops_with_a_resumable_error_when_a_store_is_down(r: Any, tmp_path: Any) -> None:
+    down = OldDrs(tmp_path, "redis://127.0.0.1:1/0")
+    with override_settings(**down.settings()):
+        output, error = run_command()
+    assert error is not None and "Run the command again" in error and "Connection" in error
+    assert counts(output)["copied"] == 0
+
+
+def test_bulk_skips_our_own_keys_and_odd_keys_of_0_6_2(
+    r: Any, tmp_path: Any, old_redis: redis.Redis
+) -> None:
+    drs = OldDrs(tmp_path, _url(old_redis))
+    drs.prefix = ""  # 0.6.2's default: the whole database
+    with override_settings(**drs.settings()):
+        drs.make({"ok": 1})
+        drs.make({"odd": 1}, key="Odd key!")
+        old_redis.set("unrelated", "value")
+        output, error = run_command()
+    assert counts(output)["copied"] == 1 and counts(output)["invalid key"] == 1
+    assert counts(output)["unreadable"] == 1 and error is not None
+
+
+# The way back: SESSION_REDIS["migrate_write_back"] --------------------------------
+
+
+WRITE_BACK = ["db", "cached_db", "cache", "django_redis", "file", "drs"]
+
+
+@pytest.fixture(params=WRITE_BACK)
+def mirrored(
+    request: pytest.FixtureRequest, tmp_path: Any, old_redis: redis.Redis
+) -> Iterator[Old]:
+    engine = KEYED[request.param](tmp_path, _url(old_redis))
+    with override_settings(**engine.settings(migrate_write_back=True)):
+        yield engine
+
+
+def test_write_back_keeps_the_old_store_current(mirrored: Old, ops: Ops, r: Any) -> None:
+    key = mirrored.make({"n": 0}, age=900)
+    store = SessionStore(key)
+    ops.setitem(store, "n", 1)
+    ops.save(store)
+    assert mirrored.load(key) == {"n": 1, "_session_expiry": 900}
+    # A session born in Redis is written back too, with its expiry.
+    fresh = SessionStore()
+    ops.setitem(fresh, "m", 2)
+    ops.set_expiry(fresh, 300)
+    ops.save(fresh)
+    assert fresh.session_key is not None
+    assert mirrored.load(fresh.session_key) == {"m": 2, "_session_expiry": 300}
+    # Deletes too: switching back finds nobody logged back in.
+    ops.delete(fresh)
+    assert not mirrored.has(fresh.session_key)
+
+
+def test_switching_back_keeps_everyone_logged_in(mirrored: Old, client: Client, r: Any) -> None:
+    user = User.objects.create_user("ada", password="pw")
+    client.get("/login/?username=ada")
+    key = client.cookies[COOKIE].value
+    client.get("/set/colour/blue/")
+    # Rollback: the old engine serves the same cookie.
+    data = mirrored.load(key)
+    assert data["_auth_user_id"] == str(user.pk) and data["colour"] == "blue"
+
+
+def test_write_back_failure_does_not_fail_the_request(
+    ops: Ops, r: Any, tmp_path: Any, caplog: Any
+) -> None:
+    down = OldDrs(tmp_path, "redis://127.0.0.1:1/0")
+    with override_settings(**down.settings(migrate_write_back=True)):
+        store = SessionStore()
+        ops.setitem(store, "a", 1)
+        with caplog.at_level(logging.ERROR, "django_redis_sessions.migration"):
+            ops.save(store)
+        assert "Could not write session" in caplog.text
+        assert ops.load(SessionStore(store.session_key)) == {"a": 1}
+
+
+# clearsessions -----------------------------------------------------------------------
+
+
+def test_clearsessions_prunes_the_old_store(ops: Ops, r: Any, tmp_path: Any) -> None:
+    db = OldDb(tmp_path, "")
+    with override_settings(**db.settings()):
+        live, gone = db.make({"a": 1}), db.make({"b": 1})
+        db.expire_in(gone, -10)
+        if ops.is_async:
+            async_to_sync(SessionStore.aclear_expired)()
+        else:
+            call_command("clearsessions")
+        assert list(Session.objects.values_list("session_key", flat=True)) == [live]
+    file = OldFile(tmp_path, "")
+    with override_settings(**file.settings()):
+        live, gone = file.make({"a": 1}), file.make({"b": 1})
+        past = time.time() - AGE - 100
+        os.utime(os.path.join(tmp_path, COOKIE + gone), (past, past))
+        call_command("clearsessions")
+        assert file.has(live) and not file.has(gone)
