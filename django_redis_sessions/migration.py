@@ -473,7 +473,8 @@ class DrsSource(Source):
         self.options = {**DRS_DEFAULTS, **options}
         self.prefix: str = self.options["prefix"] or ""
         self.client = drs_client(self.options)
-        self.own_prefix = ours.prefix if _same_server(self.options, ours) else None
+        maybe_ours = ours.topology == "sentinel" or _same_server(self.options, ours)
+        self.own_prefix = ours.prefix if maybe_ours else None
         kwargs = self.client.connection_pool.connection_kwargs
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
         self.description = (
@@ -686,12 +687,19 @@ def check(config: conf.Config) -> None:
 
 
 def _same_server(options: Mapping[str, Any], ours: conf.Config) -> bool:
-    """Could 0.6.2's Redis database be ours? Unknown counts as yes, except elsewhere."""
-    if ours.topology != "single":
-        return True  # its primary moves; only a distinct prefix keeps them apart
+    """Is 0.6.2's Redis database ours, as far as the settings say?
+
+    0.6.2 talked to one plain server. Ours on a Cluster is the same if 0.6.2
+    named one of its nodes; a Sentinel's primary cannot be told from settings,
+    so reads and deletes of keys with our prefix are refused there anyway
+    (``DrsSource._foreign``).
+    """
     theirs = _location_of(options)
-    mine = _url_location(ours.url)
-    return theirs == mine
+    if ours.topology == "cluster":
+        nodes = [_url_location(ours.url)[:2]]
+        nodes += [(_LOCAL.get(host, host), port) for host, port in ours.startup_nodes]
+        return theirs[2] == 0 and theirs[:2] in nodes
+    return ours.topology == "single" and theirs == _url_location(ours.url)
 
 
 _LOCAL = {"localhost": "127.0.0.1", "::1": "127.0.0.1", "": "127.0.0.1"}

@@ -732,7 +732,7 @@ def test_bulk_stops_with_a_resumable_error_when_a_store_is_down(r: Any, tmp_path
     assert counts(output)["copied"] == 0
 
 
-def test_bulk_skips_our_own_keys_and_odd_keys_of_0_6_2(
+def test_bulk_over_a_whole_0_6_2_database_counts_odd_and_foreign_keys(
     r: Any, tmp_path: Any, old_redis: redis.Redis
 ) -> None:
     drs = OldDrs(tmp_path, _url(old_redis))
@@ -744,6 +744,38 @@ def test_bulk_skips_our_own_keys_and_odd_keys_of_0_6_2(
         output, error = run_command()
     assert counts(output)["copied"] == 1 and counts(output)["invalid key"] == 1
     assert counts(output)["unreadable"] == 1 and error is not None
+
+
+def test_0_6_2_keys_with_our_prefix_are_never_touched(old_redis: redis.Redis) -> None:
+    # Behind Sentinel, whether 0.6.2's server is our primary cannot be told.
+    ours = conf.parse({"sentinels": [("127.0.0.1", 26379)], "service_name": "main"})
+    source = migration.DrsSource({"url": _url(old_redis)}, ours)
+    ours_key = "session:" + "d" * 32
+    old_redis.set(ours_key, DbStore().encode({"a": 1}), ex=100)
+    old_redis.set("e" * 32, DbStore().encode({"b": 1}), ex=100)
+    assert source.read(ours_key).outcome is migration.Outcome.INVALID_KEY
+    source.delete(ours_key)
+    assert old_redis.exists(ours_key)
+    assert [key for batch in source.keys(10) for key in batch] == ["e" * 32]
+    source.close()
+
+
+def test_same_server_on_a_cluster() -> None:
+    cluster = conf.parse({"cluster": True, "startup_nodes": [("localhost", 7000)]})
+    options = {**migration.DRS_DEFAULTS, "port": 7000}
+    assert migration._same_server(options, cluster)
+    assert not migration._same_server({**options, "port": 7001}, cluster)
+    with pytest.raises(ImproperlyConfigured, match="share one Redis database"):
+        migration.check(
+            conf.parse(
+                {
+                    "cluster": True,
+                    "url": "redis://127.0.0.1:7000",
+                    "migrate_from": migration.DRS,
+                    "migrate_from_options": {"port": 7000, "prefix": "session"},
+                }
+            )
+        )
 
 
 # The way back: SESSION_REDIS["migrate_write_back"] --------------------------------
