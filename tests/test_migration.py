@@ -854,3 +854,166 @@ def test_clearsessions_prunes_the_old_store(ops: Ops, r: Any, tmp_path: Any) -> 
         os.utime(os.path.join(tmp_path, COOKIE + gone), (past, past))
         call_command("clearsessions")
         assert file.has(live) and not file.has(gone)
+
+
+# Odd corners of each source -----------------------------------------------------------
+
+
+def outcomes() -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(outcome: str, **kwargs: Any) -> None:
+        seen.append(outcome)
+
+    signals.session_migrated.connect(record)
+    try:
+        yield seen
+    finally:
+        signals.session_migrated.disconnect(record)
+
+
+seen_outcomes = pytest.fixture(outcomes)
+
+
+def test_db_key_longer_than_its_column(
+    ops: Ops, r: Any, tmp_path: Any, seen_outcomes: list[str]
+) -> None:
+    with override_settings(**OldDb(tmp_path, "").settings()):
+        assert ops.load(SessionStore("a" * 41)) == {}
+    assert seen_outcomes == ["invalid key"]
+
+
+def test_db_needs_the_sessions_app(tmp_path: Any) -> None:
+    from django.test import modify_settings
+
+    with (
+        override_settings(**OldDb(tmp_path, "").settings()),
+        modify_settings(INSTALLED_APPS={"remove": ["django.contrib.sessions"]}),
+        pytest.raises(ImproperlyConfigured, match=r"needs 'django\.contrib\.sessions'"),
+    ):
+        migration.source_for(conf.get_config())
+
+
+def test_file_odd_names_contents_and_expiries(
+    ops: Ops, r: Any, tmp_path: Any, seen_outcomes: list[str]
+) -> None:
+    file = OldFile(tmp_path, "")
+    with override_settings(**file.settings()):
+        soon = timezone.now() + timedelta(seconds=300)
+        dated = file.make({"a": 1}, age=soon)  # type: ignore[arg-type]
+        assert ops.load(SessionStore(dated))["a"] == 1
+        assert 290_000 < pttl(r, dated) <= 300_000
+        naive = file.make({"_session_expiry": "2999-01-01T00:00:00"})
+        assert ops.load(SessionStore(naive))["_session_expiry"] == "2999-01-01T00:00:00"
+        bad = file.make({"_session_expiry": "not a date"})
+        assert ops.load(SessionStore(bad)) == {}
+        binary = "f" * 32
+        (tmp_path / (COOKIE + binary)).write_bytes(b"\xff\xfe")
+        assert ops.load(SessionStore(binary)) == {}
+        assert ops.load(SessionStore("Not-A-File-Key!")) == {}
+    assert seen_outcomes == ["copied", "copied", "expired", "unreadable", "invalid key"]
+
+
+def test_cache_without_ttls_uses_the_session_expiry(ops: Ops, r: Any, tmp_path: Any) -> None:
+    locmem = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    with override_settings(
+        CACHES=locmem, SESSION_REDIS=session_redis(migrate_from=migration.CACHE)
+    ):
+        store = import_module(migration.CACHE).SessionStore()
+        store["a"] = 1
+        store.set_expiry(500)
+        store.save()
+        plain = import_module(migration.CACHE).SessionStore()
+        plain["b"] = 2
+        plain.save()
+        assert ops.load(SessionStore(store.session_key))["a"] == 1
+        assert 490_000 < pttl(r, store.session_key) <= 500_000
+        assert ops.load(SessionStore(plain.session_key)) == {"b": 2}
+        assert (AGE - 10) * 1000 < pttl(r, plain.session_key) <= AGE * 1000
+        assert ops.load(SessionStore("x" * 300)) == {}
+
+
+def test_drs_values_without_ttl_or_not_ascii(
+    ops: Ops, r: Any, tmp_path: Any, old_redis: redis.Redis, seen_outcomes: list[str]
+) -> None:
+    drs = OldDrs(tmp_path, _url(old_redis))
+    with override_settings(**drs.settings()):
+        forever, binary = "g" * 32, "h" * 32
+        old_redis.set(drs.real_key(forever), DbStore().encode({"a": 1}))
+        old_redis.set(drs.real_key(binary), b"\xff\xfe", ex=100)
+        assert ops.load(SessionStore(forever)) == {"a": 1}
+        assert (AGE - 10) * 1000 < pttl(r, forever) <= AGE * 1000
+        assert ops.load(SessionStore(binary)) == {}
+        assert ops.load(SessionStore("x" * 300)) == {}
+        ops.delete(SessionStore(), "Odd key!")  # no tombstone for a key we never store
+    assert seen_outcomes == ["copied", "unreadable", "invalid key"]
+
+
+def test_drs_write_back_of_an_expired_session_deletes_it(
+    ops: Ops, r: Any, tmp_path: Any, old_redis: redis.Redis
+) -> None:
+    drs = OldDrs(tmp_path, _url(old_redis))
+    with override_settings(**drs.settings(migrate_write_back=True)):
+        key = drs.make({"a": 1})
+        store = SessionStore(key)
+        ops.load(store)
+        ops.set_expiry(store, -1)
+        ops.save(store)
+        assert not drs.has(key) and ours(r, key) is None
+
+
+def test_drs_connection_is_the_one_0_6_2_made() -> None:
+    def kwargs(**options: Any) -> dict[str, Any]:
+        client = migration.drs_client({**migration.DRS_DEFAULTS, **options})
+        return dict(client.connection_pool.connection_kwargs)
+
+    assert kwargs(url="redis://h:1/4", host="ignored")["host"] == "h"
+    assert kwargs(unix_domain_socket_path="/run/r.sock", db=2)["path"] == "/run/r.sock"
+    pool = kwargs(POOL=[{"host": "a", "port": 7}], db=5, password="p")
+    assert (pool["host"], pool["port"], pool["db"], pool.get("password")) == (
+        "localhost",
+        6379,
+        0,
+        None,
+    )
+    plain = kwargs(host="h2", port=6380, db=3, password="pw")
+    assert (plain["host"], plain["port"], plain["db"], plain["password"]) == ("h2", 6380, 3, "pw")
+    assert plain["socket_timeout"] == 0.1
+
+
+@pytest.mark.parametrize(
+    ("options", "ours", "same"),
+    [
+        ({"unix_domain_socket_path": "/run/r.sock", "db": 1}, "unix:///run/r.sock?db=1", True),
+        ({"unix_domain_socket_path": "/run/r.sock"}, "unix:///run/r.sock?db=1", False),
+        ({"POOL": [{}]}, "redis://localhost:6379/0", True),
+        ({"url": "redis://127.0.0.1/0"}, "redis://localhost:6379", True),
+        ({"host": "redis.internal"}, "redis://localhost:6379/0", False),
+    ],
+)
+def test_same_server(options: dict[str, Any], ours: str, same: bool) -> None:
+    config = conf.parse({"url": ours})
+    assert migration._same_server({**migration.DRS_DEFAULTS, **options}, config) is same
+
+
+def test_a_fresh_key_that_is_taken_is_not_overwritten(
+    ops: Ops, r: Any, signed: Old, monkeypatch: Any
+) -> None:
+    taken = SessionStore()
+    taken["mine"] = 1
+    taken.save()
+    fresh = iter([taken.session_key, "k" * 32])
+    monkeypatch.setattr(SessionStore, "_get_new_session_key", lambda self: next(fresh))
+    store = SessionStore(signed.make({"theirs": 1}))
+    assert ops.load(store) == {"theirs": 1}
+    assert store.session_key == "k" * 32
+    assert SessionStore(taken.session_key).load() == {"mine": 1}
+
+
+def test_read_only_session_is_not_written_back(ops: Ops, r: Any, tmp_path: Any) -> None:
+    down = OldDrs(tmp_path, "redis://127.0.0.1:1/0")
+    with override_settings(**down.settings(migrate_write_back=True, on_unavailable="anonymous")):
+        store = SessionStore("a" * 32)
+        ops.setitem(store, "x", 1)
+        ops.save(store)  # nothing is written anywhere, and nothing fails
+    assert r.dbsize() == 0
