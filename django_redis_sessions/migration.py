@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import redis
 from django.apps import apps
 from django.conf import settings
-from django.contrib.sessions.backends.base import SessionBase, UpdateError
+from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 from django.core import signing
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
@@ -800,30 +800,25 @@ def import_session(store: SessionStore, cookie: str) -> Steps[dict[str, Any]]:
         return {}
     data = record.data
     body = codec.dumps(data)
-    fmt, stored = codec.pack_body(body, config.compress_min_bytes)
-    value = codec.join(fmt, codec.FIRST_VERSION, stored)
     for _ in range(CREATE_ATTEMPTS):
         key = cookie if own_key else store._get_new_session_key()
-        redis_key = store._redis_key(key)
-        created = yield (scripts.SET, redis_key, value, scripts.PX, record.ttl_ms, scripts.NX)
-        if created:
-            store._session_key = key
-            store._stored_version, store._stored_body, store._cleared = (
-                codec.FIRST_VERSION,
-                body,
-                False,
-            )
+        try:
+            # Written as the engine writes any new session: SET NX, the same value format.
+            yield from store._store_new(store._redis_key(key), body, record.ttl_ms)
+        except CreateError:
             if not own_key:
-                # A new cookie goes out; the old key must not import again.
-                store.modified = True
-                yield (driver.CALL, _guarded, source.delete, cookie)
-            report(type(store), record, store._digest_of(key))
-            return data
-        if own_key:
+                continue
             # A concurrent request imported it first, or a logout left its
             # tombstone: what Redis holds now wins, and is never overwritten.
             store._session_key = key
             return (yield from store._load())
+        store._session_key = key
+        if not own_key:
+            # A new cookie goes out; the old key must not import again.
+            store.modified = True
+            yield (driver.CALL, _guarded, source.delete, cookie)
+        report(type(store), record, store._digest_of(key))
+        return data
     raise SessionUnavailable(
         f"Unable to import a session under a new key in {CREATE_ATTEMPTS} attempts."
     )
@@ -872,19 +867,22 @@ def is_tombstone(reply: Any) -> bool:
     return bool(reply == TOMBSTONE or reply == TOMBSTONE.decode())
 
 
-def copy_session(config: conf.Config, key: str, record: Record, dry_run: bool) -> Steps[Outcome]:
-    """Copy one session read by ``manage.py migrate_sessions``; never overwrite ours."""
+def copy_session(store: SessionStore, key: str, record: Record, dry_run: bool) -> Steps[Outcome]:
+    """Copy one session read by ``manage.py migrate_sessions``; never overwrite ours.
+
+    ``store`` is a fresh SessionStore: the value is written the way it writes any.
+    """
     if record.data is None:
         return record.outcome
     if OWN_KEY_RE.fullmatch(key) is None:
         # Only a request can hand its browser a new key: left to the lazy import.
         return Outcome.INVALID_KEY
-    redis_key = config.prefix + codec.digest(key)
+    redis_key = store._redis_key(key)
     if dry_run:
         present = yield (scripts.EXISTS, redis_key)
         return Outcome.PRESENT if present else Outcome.COPIED
-    body = codec.dumps(record.data)
-    fmt, stored = codec.pack_body(body, config.compress_min_bytes)
-    value = codec.join(fmt, codec.FIRST_VERSION, stored)
-    created = yield (scripts.SET, redis_key, value, scripts.PX, record.ttl_ms, scripts.NX)
-    return Outcome.COPIED if created else Outcome.PRESENT
+    try:
+        yield from store._store_new(redis_key, codec.dumps(record.data), record.ttl_ms)
+    except CreateError:
+        return Outcome.PRESENT
+    return Outcome.COPIED

@@ -16,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_redis_sessions import conf, driver, migration
 from django_redis_sessions.exceptions import SessionUnavailable
 from django_redis_sessions.migration import Outcome
+from django_redis_sessions.session import SessionStore
 
 REPORTED = [outcome for outcome in Outcome if outcome is not Outcome.MISSING]
 # Outcomes that mean a session could not be read at all: the exit status says so.
@@ -69,7 +70,7 @@ class Command(BaseCommand):
                 for key, record in batch:
                     if record.outcome is Outcome.MISSING:
                         continue  # gone since it was listed
-                    steps = migration.copy_session(config, key, record, dry_run)
+                    steps = migration.copy_session(SessionStore(), key, record, dry_run)
                     counts[driver.run(steps)] += 1
                 done += len(batch)
                 if progress:
