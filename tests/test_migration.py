@@ -649,7 +649,7 @@ def test_bulk_never_overwrites_a_newer_session(bulk_old: Old, r: Any) -> None:
 def test_dry_run_counts_and_writes_nothing(bulk_old: Old, r: Any) -> None:
     for n in range(3):
         bulk_old.make({"n": n})
-    output, error = run_command("--dry-run")
+    output, error = run_command("--dry-run", "--batch-size", "3")
     assert error is None and "dry run" in output
     assert counts(output)["to copy"] == 3
     assert r.dbsize() == 0
@@ -949,17 +949,13 @@ def test_drs_values_without_ttl_or_not_ascii(
     assert seen_outcomes == ["copied", "unreadable", "invalid key"]
 
 
-def test_drs_write_back_of_an_expired_session_deletes_it(
-    ops: Ops, r: Any, tmp_path: Any, old_redis: redis.Redis
-) -> None:
-    drs = OldDrs(tmp_path, _url(old_redis))
-    with override_settings(**drs.settings(migrate_write_back=True)):
-        key = drs.make({"a": 1})
-        store = SessionStore(key)
-        ops.load(store)
-        ops.set_expiry(store, -1)
-        ops.save(store)
-        assert not drs.has(key) and ours(r, key) is None
+def test_write_back_of_an_expired_session_deletes_it(mirrored: Old, ops: Ops, r: Any) -> None:
+    key = mirrored.make({"a": 1})
+    store = SessionStore(key)
+    ops.load(store)
+    ops.set_expiry(store, -1)
+    ops.save(store)
+    assert not mirrored.has(key) and ours(r, key) is None
 
 
 def test_drs_connection_is_the_one_0_6_2_made() -> None:
@@ -1017,3 +1013,55 @@ def test_read_only_session_is_not_written_back(ops: Ops, r: Any, tmp_path: Any) 
         ops.setitem(store, "x", 1)
         ops.save(store)  # nothing is written anywhere, and nothing fails
     assert r.dbsize() == 0
+
+
+def test_values_that_are_no_session(
+    ops: Ops, r: Any, tmp_path: Any, old_redis: redis.Redis, signed: Old, seen_outcomes: list[str]
+) -> None:
+    a_list = signing.dumps([1, 2], salt=migration.SIGNED_COOKIES_SALT, compress=True)
+    assert ops.load(SessionStore(a_list)) == {}
+    cache = OldCache(tmp_path, _url(old_redis))
+    with override_settings(**cache.settings()):
+        key = "m" * 32
+        old_redis.set(":1:" + migration.CACHE_KEY_PREFIX + key, b"\x80\x05garbage", ex=100)
+        assert ops.load(SessionStore(key)) == {}
+    db = OldDb(tmp_path, "")
+    with override_settings(**db.settings()):
+        not_json = signing.TimestampSigner(salt=migration.SESSION_SALT).sign("bm90IGpzb24")
+        key = "n" * 32
+        Session.objects.create(
+            session_key=key,
+            session_data=not_json,
+            expire_date=timezone.now() + timedelta(days=1),
+        )
+        assert ops.load(SessionStore(key)) == {}
+    assert seen_outcomes == ["unreadable", "unreadable", "unreadable"]
+
+
+def test_bulk_setup_errors_and_sessions_gone_meanwhile(r: Any, tmp_path: Any) -> None:
+    from django.test import modify_settings
+
+    db = OldDb(tmp_path, "")
+    with (
+        override_settings(**db.settings()),
+        modify_settings(INSTALLED_APPS={"remove": ["django.contrib.sessions"]}),
+    ):
+        assert "needs 'django.contrib.sessions'" in (run_command()[1] or "")
+    file = OldFile(tmp_path, "")
+    with override_settings(**file.settings()):
+        source = migration.source_for(conf.get_config())
+        source.keys = lambda batch_size: iter([["z" * 32]])  # type: ignore[method-assign]
+        output, error = run_command()
+    assert error is None and counts(output)["copied"] == 0
+
+
+def test_re_keying_gives_up_after_so_many_taken_keys(
+    ops: Ops, r: Any, signed: Old, monkeypatch: Any
+) -> None:
+    taken = SessionStore()
+    taken["mine"] = 1
+    taken.save()
+    monkeypatch.setattr(SessionStore, "_get_new_session_key", lambda self: taken.session_key)
+    with pytest.raises(SessionUnavailable, match="under a new key"):
+        ops.load(SessionStore(signed.make({"theirs": 1})))
+    assert SessionStore(taken.session_key).load() == {"mine": 1}
