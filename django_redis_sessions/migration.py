@@ -407,6 +407,11 @@ class FileSource(Source):
             matches = (pattern.fullmatch(entry.name) for entry in entries)
             yield from _batches((m.group(1) for m in matches if m), batch_size)
 
+    def delete(self, cookie: str) -> None:
+        # The file engine raises on a key that cannot be a file name: none is stored.
+        if len(cookie) <= MAX_KEY_LENGTH and FILE_KEY_RE.fullmatch(cookie):
+            super().delete(cookie)
+
     def clear_expired(self) -> None:
         import_module(FILE).SessionStore.clear_expired()
 

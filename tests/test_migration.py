@@ -911,6 +911,7 @@ def test_file_odd_names_contents_and_expiries(
         (tmp_path / (COOKIE + binary)).write_bytes(b"\xff\xfe")
         assert ops.load(SessionStore(binary)) == {}
         assert ops.load(SessionStore("Not-A-File-Key!")) == {}
+        ops.delete(SessionStore(), "Not-A-File-Key!")  # nothing to delete, and no error
     assert seen_outcomes == ["copied", "copied", "expired", "unreadable", "invalid key"]
 
 
