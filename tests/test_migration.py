@@ -1066,3 +1066,28 @@ def test_re_keying_gives_up_after_so_many_taken_keys(
     with pytest.raises(SessionUnavailable, match="under a new key"):
         ops.load(SessionStore(signed.make({"theirs": 1})))
     assert SessionStore(taken.session_key).load() == {"mine": 1}
+
+
+def test_asgi_requests_import_and_re_key(old: Old, signed_cookie_too: str, r: Any) -> None:
+    from django.test import AsyncClient
+
+    key = old.make({"visits": 4})
+
+    async def flow() -> tuple[bytes, bytes, str]:
+        client = AsyncClient()
+        client.cookies[COOKIE] = key
+        counted = (await client.get("/acounter/")).content
+        client.cookies[COOKIE] = signed_cookie_too
+        keys = {k: v for k, v in settings.SESSION_REDIS.items() if not k.startswith("migrate")}
+        with override_settings(SESSION_REDIS={**keys, "migrate_from": migration.SIGNED_COOKIES}):
+            response = await client.get("/aget/")
+        return counted, response.content, response.cookies[COOKIE].value
+
+    counted, data, new_key = async_to_sync(flow)()
+    assert counted == b"5" and SessionStore(key).load() == {"visits": 5}
+    assert data == b'{"from": "a cookie"}' and codec.is_valid_session_key(new_key)
+
+
+@pytest.fixture
+def signed_cookie_too() -> str:
+    return signing.dumps({"from": "a cookie"}, salt=migration.SIGNED_COOKIES_SALT, compress=True)
