@@ -29,6 +29,7 @@ import math
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -728,6 +729,7 @@ def _location_of(options: Mapping[str, Any]) -> tuple[str, int | str, int]:
 
 
 _source: tuple[conf.Config, Source] | None = None
+_source_lock = threading.Lock()
 
 
 def source_for(config: conf.Config) -> Source:
@@ -736,11 +738,15 @@ def source_for(config: conf.Config) -> Source:
     cached = _source
     if cached is not None and cached[0] is config:
         return cached[1]
-    source = build_source(config)
-    if cached is not None:
-        cached[1].close()
-    _source = (config, source)
-    return source
+    with _source_lock:
+        cached = _source
+        if cached is not None and cached[0] is config:
+            return cached[1]
+        source = build_source(config)
+        if cached is not None:
+            cached[1].close()
+        _source = (config, source)
+        return source
 
 
 def build_source(config: conf.Config) -> Source:
