@@ -87,6 +87,10 @@ class Config:
     client_ip: str | None = DEFAULT_CLIENT_IP
     store_user_agent: bool = True
     max_sessions_per_user: int = DEFAULT_MAX_SESSIONS_PER_USER
+    # Moving sessions from the previous SESSION_ENGINE (migration.py).
+    migrate_from: str | None = None
+    migrate_from_options: Mapping[str, Any] | None = None
+    migrate_write_back: bool = False
 
     @property
     def topology(self) -> str:
@@ -247,7 +251,10 @@ def parse(raw: Any) -> Config:
             f"{wait_timeout} ms must be shorter than the socket timeout "
             f"({socket_timeout} s), or the socket gives up before WAIT answers.",
         )
+    from django_redis_sessions import migration
+
     return Config(
+        **migration.parse(raw),
         prefix=prefix,
         options=dict(options),
         client=_dotted_path(raw, "client"),

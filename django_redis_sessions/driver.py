@@ -48,6 +48,10 @@ Wait = tuple[int, int]
 NO_WAIT: Wait = (0, 0)
 WAIT = "WAIT"
 ASKING = "ASKING"
+# Not a Redis command: ``(CALL, function, *args)`` runs a blocking function (an
+# old session store, see migration.py) and sends back its result or raises its
+# error into the operation; the async driver runs it in a thread.
+CALL = "CALL"
 
 # Failures of the client itself, not only of a command: a cluster client that
 # cannot read the slot map raises RedisClusterException, which is no RedisError.
@@ -210,12 +214,32 @@ def _refresh(initialize: Callable[[], Any]) -> None:
         initialize()
 
 
+def _call(steps: Generator[Command, Any, Any], command: Command) -> Command:
+    try:
+        result = command[1](*command[2:])
+    except Exception as exc:
+        return steps.throw(exc)
+    return steps.send(result)
+
+
+async def _acall(command: Command) -> tuple[Any, Exception | None]:
+    # Returns the outcome rather than resuming the operation here: its
+    # StopIteration must not escape a coroutine.
+    try:
+        return await sync_to_async(command[1])(*command[2:]), None
+    except Exception as exc:
+        return None, exc
+
+
 def run(steps: Generator[Command, Any, T]) -> T:
     wait = wait_of(conf.get_config())
     client: connection.SyncClient | None = None
     try:
         command = next(steps)
         while True:
+            if command[0] is CALL:
+                command = _call(steps, command)
+                continue
             try:
                 if client is None:  # fetched in the try: building a cluster client connects
                     client = connection.get_client()
@@ -315,6 +339,10 @@ async def arun(steps: Generator[Command, Any, T]) -> T:
     try:
         command = next(steps)
         while True:
+            if command[0] is CALL:
+                result, error = await _acall(command)
+                command = steps.send(result) if error is None else steps.throw(error)
+                continue
             try:
                 reply = await aexecute(client, command, wait)
             except CLIENT_ERRORS as exc:

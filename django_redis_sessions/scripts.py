@@ -207,3 +207,17 @@ return evicted
 )
 
 SCRIPTS = (SAVE, REPLACE, TOUCH, RESEAL, INDEX_PUT)
+
+# Migration from django-redis-sessions 0.6.2 (migration.py), on its own server:
+# delete a key only if it holds a signed session string (Django's signing.dumps),
+# never a value of ours or of anyone else.
+DELETE_SIGNED = Script(
+    "delete_signed",
+    """local value = redis.call('GET', KEYS[1])
+local sig = value and string.match(value, '^%.?[%w_%-]+:%w+:([%w_%-]+)$')
+if sig and #sig == 43 then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+""",
+)

@@ -14,6 +14,7 @@ from collections.abc import Generator
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
+from asgiref.sync import sync_to_async
 from django.contrib.sessions.backends.base import (
     VALID_KEY_CHARS,
     CreateError,
@@ -23,7 +24,7 @@ from django.contrib.sessions.backends.base import (
 from django.contrib.sessions.serializers import JSONSerializer
 from django.utils.crypto import get_random_string
 
-from django_redis_sessions import codec, conf, crypto, scripts, signals, timeouts, users
+from django_redis_sessions import codec, conf, crypto, migration, scripts, signals, timeouts, users
 from django_redis_sessions.compat import AsyncSessionAPI
 from django_redis_sessions.driver import Command, arun, run
 from django_redis_sessions.exceptions import SessionTooLarge, SessionUnavailable
@@ -54,6 +55,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     # The stored value is not as this config writes it (plaintext, or an older
     # encryption key): the next save rewrites it even if the data is unchanged.
     _reseal: bool = False
+    # SESSION_REDIS["migrate_from"]: the cookie, until the old store was asked for it.
+    _legacy_cookie: str | None = None
 
     # SessionBase.__init__ would import SESSION_SERIALIZER on every request; this
     # engine always stores JSON, so the class attribute stands in for it.
@@ -65,6 +68,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         self.modified = False
         self._config = conf.get_config()
         self._clock = timeouts.clock_for(self._config)
+        if self._config.migrate_from is not None and isinstance(session_key, str):
+            self._legacy_cookie = session_key
 
     # Keys -------------------------------------------------------------------
 
@@ -102,16 +107,16 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         return await self._adrive("exists", self._exists(session_key))
 
     def create(self) -> None:
-        self._drive("create", self._create())
+        self._drive("create", self._mirrored(self._create()))
 
     async def acreate(self) -> None:
-        await self._adrive("create", self._create())
+        await self._adrive("create", self._mirrored(self._create()))
 
     def save(self, must_create: bool = False) -> None:
-        self._drive("save", self._save(must_create))
+        self._drive("save", self._mirrored(self._save(must_create)))
 
     async def asave(self, must_create: bool = False) -> None:
-        await self._adrive("save", self._save(must_create))
+        await self._adrive("save", self._mirrored(self._save(must_create)))
 
     def delete(self, session_key: str | None = None) -> None:
         self._drive("delete", self._delete(session_key))
@@ -197,11 +202,16 @@ class SessionStore(AsyncSessionAPI, SessionBase):
 
     @classmethod
     def clear_expired(cls) -> None:
-        """Nothing to do: Redis expires every session key itself (its TTL)."""
+        """Redis expires every session key itself (its TTL); an old store is pruned."""
+        config = conf.get_config()
+        if config.migrate_from is not None:
+            migration.clear_expired(config)
 
     @classmethod
     async def aclear_expired(cls) -> None:
-        """Nothing to do: Redis expires every session key itself (its TTL)."""
+        """Redis expires every session key itself (its TTL); an old store is pruned."""
+        if conf.get_config().migrate_from is not None:
+            await sync_to_async(cls.clear_expired)()
 
     @property
     def unavailable(self) -> SessionUnavailable | None:
@@ -209,6 +219,31 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         return self._unavailable
 
     # Drivers and the failure policy -----------------------------------------
+
+    # Django loads only a session with a key; while migrating, a cookie that is
+    # no key of ours may still name an old engine's session (a signed cookie).
+
+    def _get_session(self, no_load: bool = False) -> dict[str, Any]:
+        if self._pending_legacy(no_load):
+            self._session_cache = self.load()
+        data: dict[str, Any] = super()._get_session(no_load)  # type: ignore[misc]
+        return data
+
+    _session = property(_get_session)
+
+    async def _aget_session(self, no_load: bool = False) -> dict[str, Any]:
+        if self._pending_legacy(no_load):
+            self._session_cache = await self.aload()
+        data: dict[str, Any] = await super()._aget_session(no_load)  # type: ignore[misc]
+        return data
+
+    def _pending_legacy(self, no_load: bool) -> bool:
+        return (
+            self._legacy_cookie is not None
+            and not no_load
+            and self.session_key is None
+            and not hasattr(self, "_session_cache")
+        )
 
     def _drive(self, operation: str, steps: Steps[T]) -> T:
         started = time.perf_counter()
@@ -269,6 +304,11 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         self._read_only = True
         return {}
 
+    def _mirrored(self, steps: Steps[None]) -> Steps[None]:
+        if self._config.migrate_write_back:  # the way back: saves reach the old store too
+            return migration.mirror(self, steps)
+        return steps
+
     def _digest(self) -> str | None:
         session_key = self.session_key
         return self._digest_of(session_key) if session_key is not None else None
@@ -278,7 +318,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     def _load(self) -> Steps[dict[str, Any]]:
         session_key = self.session_key
         if session_key is None:
-            return {}
+            return (yield from self._load_legacy())
         redis_key = self._redis_key(session_key)
         if self._clock is None:
             reply, pttl = (yield (scripts.GET, redis_key)), None
@@ -286,7 +326,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             reply, pttl = yield from self._clock.read(redis_key)
         if reply is None:
             self._session_key = None
-            return {}
+            return (yield from self._load_legacy())
         try:
             if isinstance(reply, Exception):
                 raise codec.CorruptSession(str(reply))
@@ -295,10 +335,12 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             data = codec.loads(body)
             expired = "_session_expiry" in data and self._expiry_age(data) <= 0
         except (codec.CorruptSession, TypeError, ValueError) as exc:
+            self._session_key = None
+            if migration.is_tombstone(reply):  # deleted while migrating
+                return {}
             suspicious_logger.warning(
                 "Session data corrupted (session %s): %s", self._digest_of(session_key), exc
             )
-            self._session_key = None
             return {}
         if expired:
             self._session_key = None
@@ -312,6 +354,13 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         self._reseal = not crypto.is_current(self._config, fmt, stored_body)
         users.loaded(self, session_key, data)
         return data
+
+    def _load_legacy(self) -> Steps[dict[str, Any]]:
+        # Not in Redis: while migrating, the old store is asked once per cookie.
+        cookie, self._legacy_cookie = self._legacy_cookie, None
+        if cookie is None:
+            return {}
+        return (yield from migration.import_session(self, cookie))
 
     def _exists(self, session_key: str | None) -> Steps[bool]:
         if not codec.is_valid_session_key(session_key):
@@ -454,6 +503,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
                 return None
         if session_key == self.session_key:
             self._forget_stored()
+        if self._config.migrate_from is not None:
+            return (yield from migration.delete_both(self, session_key))
         if codec.is_valid_session_key(session_key):
             yield (scripts.DEL, self._redis_key(session_key))
             yield from users.deleted(self, session_key)

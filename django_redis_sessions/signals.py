@@ -26,3 +26,8 @@ save_conflict = Signal()
 #: ``reason`` is ``"absolute"``. Sessions whose TTL runs out (idle, or at the
 #: deadline) are removed by Redis itself; no process sees that, nothing is sent.
 session_timed_out = Signal()
+
+#: SESSION_REDIS["migrate_from"]: a load found the session in the old store.
+#: ``outcome`` is "copied" (imported), or why it was not: "expired",
+#: "bad signature", "not JSON-able", "invalid key", "unreadable".
+session_migrated = Signal()

@@ -67,7 +67,8 @@ DATABASES = {
     }
 }
 
-SESSION_ENGINE = "django_redis_sessions.session"
+# Another engine (e.g. Django's db engine) to show a migration from it.
+SESSION_ENGINE = os.environ.get("DEMO_SESSION_ENGINE") or "django_redis_sessions.session"
 SESSION_REDIS = {
     "url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
     "prefix": "demo:session:",
