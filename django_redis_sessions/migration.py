@@ -813,9 +813,11 @@ def import_session(store: SessionStore, cookie: str) -> Steps[dict[str, Any]]:
     body = codec.dumps(data)
     for _ in range(CREATE_ATTEMPTS):
         key = cookie if own_key else store._get_new_session_key()
+        # Written as the engine writes any new session (SET NX, the same value
+        # format, sealed under this key when encryption is on).
+        store._session_key = key
         try:
-            # Written as the engine writes any new session: SET NX, the same value format.
-            yield from store._store_new(store._redis_key(key), body, record.ttl_ms)
+            yield from store._store_new(store._redis_key(key), data, body, record.ttl_ms)
         except CreateError:
             if not own_key:
                 continue
@@ -893,7 +895,8 @@ def copy_session(store: SessionStore, key: str, record: Record, dry_run: bool) -
         present = yield (scripts.EXISTS, redis_key)
         return Outcome.PRESENT if present else Outcome.COPIED
     try:
-        yield from store._store_new(redis_key, codec.dumps(record.data), record.ttl_ms)
+        store._session_key = key
+        yield from store._store_new(redis_key, record.data, codec.dumps(record.data), record.ttl_ms)
     except CreateError:
         return Outcome.PRESENT
     return Outcome.COPIED
