@@ -28,7 +28,7 @@ from django_redis_sessions import codec, conf, crypto, signals
 from django_redis_sessions.driver import run
 from django_redis_sessions.session import SessionStore
 from tests.conftest import session_redis
-from tests.twins import Ops
+from tests.twins import Ops, new_session
 
 K1 = "k1:" + base64.urlsafe_b64encode(bytes(range(32))).decode()
 K2 = "k2:" + base64.urlsafe_b64encode(bytes(range(100, 132))).decode()
@@ -53,14 +53,6 @@ def stored(r: redis.Redis, store: SessionStore) -> bytes:
     value: Any = r.get(raw_key(store))
     assert value is not None
     return value  # type: ignore[no-any-return]
-
-
-def new_session(ops: Ops, **data: Any) -> SessionStore:
-    store = SessionStore()
-    for key, value in data.items():
-        ops.setitem(store, key, value)
-    ops.save(store)
-    return store
 
 
 def key_id(value: bytes) -> bytes:

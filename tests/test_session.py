@@ -23,7 +23,7 @@ from django.utils.crypto import get_random_string
 from django_redis_sessions import codec
 from django_redis_sessions.session import SessionStore
 from tests.conftest import session_redis
-from tests.twins import Ops, command_calls
+from tests.twins import Ops, command_calls, new_session
 
 AGE_MS = settings.SESSION_COOKIE_AGE * 1000
 
@@ -32,14 +32,6 @@ def stored(r: redis.Redis, store: SessionStore) -> bytes | None:
     assert store.session_key is not None
     value: Any = r.get(codec.redis_key("session:", store.session_key))
     return value  # type: ignore[no-any-return]
-
-
-def new_session(ops: Ops, **data: Any) -> SessionStore:
-    store = SessionStore()
-    for key, value in data.items():
-        ops.setitem(store, key, value)
-    ops.save(store)
-    return store
 
 
 # Create, load, save, exists, delete ----------------------------------------

@@ -27,7 +27,7 @@ from django_redis_sessions.exceptions import SessionUnavailable
 from django_redis_sessions.session import SessionStore
 from testproject.redis_server import RedisServer
 from tests.conftest import session_redis
-from tests.twins import Ops, command_calls
+from tests.twins import Ops, command_calls, new_session
 
 ANCHOR = timeouts.ANCHOR
 AGE_MS = settings.SESSION_COOKIE_AGE * 1000
@@ -76,14 +76,6 @@ def redis_now_ms(r: Any) -> int:
 
 def write_raw(r: Any, store: SessionStore, data: dict[str, Any], **expiry: Any) -> None:
     r.set(key_of(store), codec.join(codec.PLAIN, b"7", codec.dumps(data)), **expiry)
-
-
-def new_session(ops: Ops, **data: Any) -> SessionStore:
-    store = SessionStore()
-    for key, value in data.items():
-        ops.setitem(store, key, value)
-    ops.save(store)
-    return store
 
 
 def signed_in(ops: Ops, **data: Any) -> SessionStore:

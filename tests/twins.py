@@ -71,6 +71,15 @@ def ops(request: pytest.FixtureRequest) -> Ops:
     return Ops(request.param)
 
 
+def new_session(ops: Ops, **data: Any) -> SessionStore:
+    """A saved session holding ``data``, written through ``ops``."""
+    store = SessionStore()
+    for key, value in data.items():
+        ops.setitem(store, key, value)
+    ops.save(store)
+    return store
+
+
 # Every data command the engine can send, and those its scripts run server-side.
 ENGINE_COMMANDS = (
     "get", "getrange", "set", "del", "exists", "evalsha", "eval", "pexpire", "wait",
