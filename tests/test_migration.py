@@ -9,6 +9,7 @@ Sessions are made by the old engine's own SessionStore.
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import os
@@ -1094,3 +1095,21 @@ def test_asgi_requests_import_and_re_key(old: Old, signed_cookie_too: str, r: An
 @pytest.fixture
 def signed_cookie_too() -> str:
     return signing.dumps({"from": "a cookie"}, salt=migration.SIGNED_COOKIES_SALT, compress=True)
+
+
+# With encryption at rest -----------------------------------------------------------
+
+KEY = "k1:" + base64.urlsafe_b64encode(bytes(range(32))).decode()
+
+
+def test_imports_are_encrypted_like_any_new_session(
+    ops: Ops, r: Any, tmp_path: Any, old_redis: redis.Redis
+) -> None:
+    old = OldDb(tmp_path, _url(old_redis))
+    with override_settings(**old.settings(encryption_keys=[KEY], encryption="require")):
+        lazy, bulk = old.make({"user": "ada"}, age=600), old.make({"user": "bob"}, age=600)
+        assert ops.load(SessionStore(lazy)) == {"user": "ada", "_session_expiry": 600}
+        assert counts(run_command()[0])["copied"] == 1
+        for key, user in ((lazy, "ada"), (bulk, "bob")):
+            assert ours(r, key).startswith(b"e1:1:k1:")  # sealed under its own key
+            assert ops.load(SessionStore(key))["user"] == user
