@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,6 +58,17 @@ def pytest_configure(config: pytest.Config) -> None:
         "plaintext_values: reads the stored plaintext format, or uses a client that "
         "decodes replies as text; skipped with --session-encryption",
     )
+
+
+# DRS_TEST_SCOPE=core (tox.ini): leave out what depends on processes and servers
+# rather than on the Django and Python versions; other environments run it.
+OUTSIDE_CORE = ("e2e", "test_faults.py", "test_topologies.py")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if os.environ.get("DRS_TEST_SCOPE") == "core" and collection_path.name in OUTSIDE_CORE:
+        return True
+    return None
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
