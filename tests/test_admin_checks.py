@@ -11,9 +11,7 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from django_redis_sessions.checks import check_session_cookie_httponly
-
-OURS = "django_redis_sessions.middleware.SessionMiddleware"
-DJANGOS = "django.contrib.sessions.middleware.SessionMiddleware"
+from tests.twins import DJANGOS, OURS
 
 ADMIN_SITE = {
     "INSTALLED_APPS": ["django.contrib.admin", *settings.INSTALLED_APPS],

@@ -6,8 +6,6 @@ the engine unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import django
 import pytest
 import redis
@@ -18,31 +16,16 @@ from django.test import AsyncClient, Client, override_settings
 
 from django_redis_sessions import codec
 from django_redis_sessions.session import SessionStore
-from tests.twins import command_calls
+from tests.twins import command_calls, session_keys
 
-OURS = "django_redis_sessions.middleware.SessionMiddleware"
-DJANGOS = "django.contrib.sessions.middleware.SessionMiddleware"
 COOKIE = settings.SESSION_COOKIE_NAME
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(params=[OURS, DJANGOS], ids=["ours", "djangos"])
-def middleware(request: pytest.FixtureRequest) -> Iterator[str]:
-    stack = [request.param if m == OURS else m for m in settings.MIDDLEWARE]
-    with override_settings(MIDDLEWARE=stack):
-        yield request.param
-
-
 @pytest.fixture
 def user(db: None) -> User:
     return User.objects.create_user("ada", password="pw")
-
-
-def session_keys(r: redis.Redis) -> list[bytes]:
-    """The sessions' keys, without the per-user indexes (tests/test_users.py)."""
-    keys: list[bytes] = r.keys("session:*")  # type: ignore[assignment]
-    return sorted(key for key in keys if not key.startswith(b"session:u:"))
 
 
 def test_counter_persists_and_varies_on_cookie(middleware: str, client: Client) -> None:

@@ -27,7 +27,7 @@ from django_redis_sessions.exceptions import SessionUnavailable
 from django_redis_sessions.session import SessionStore
 from testproject.redis_server import RedisServer
 from tests.conftest import session_redis
-from tests.twins import Ops, command_calls, new_session
+from tests.twins import OURS, Ops, command_calls, new_session, session_keys
 
 ANCHOR = timeouts.ANCHOR
 AGE_MS = settings.SESSION_COOKIE_AGE * 1000
@@ -423,16 +423,7 @@ def test_scripts_end_a_session_past_its_deadline(r: redis.Redis) -> None:
 
 # Through the real middleware ------------------------------------------------------
 
-OURS = "django_redis_sessions.middleware.SessionMiddleware"
-DJANGOS = "django.contrib.sessions.middleware.SessionMiddleware"
 COOKIE = settings.SESSION_COOKIE_NAME
-
-
-@pytest.fixture(params=[OURS, DJANGOS], ids=["ours", "djangos"])
-def middleware(request: pytest.FixtureRequest) -> Iterator[str]:
-    stack = [request.param if m == OURS else m for m in settings.MIDDLEWARE]
-    with override_settings(MIDDLEWARE=stack):
-        yield request.param
 
 
 @pytest.fixture
@@ -440,12 +431,6 @@ def user(db: None) -> Any:
     from django.contrib.auth.models import User
 
     return User.objects.create_user("ada", password="pw")
-
-
-def session_keys(r: Any) -> list[bytes]:
-    # Sessions only: a signed-in user's index ("session:u:...", tests/test_users.py)
-    # is no session, and is pruned lazily.
-    return [key for key in r.keys("session:*") if not key.startswith(b"session:u:")]
 
 
 def only_key(r: Any) -> str:

@@ -8,11 +8,14 @@ clients.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.test import override_settings
 
 from django_redis_sessions.session import SessionStore
 
@@ -95,3 +98,21 @@ def command_calls(client: redis.Redis) -> int:
     """
     stats = client.info("commandstats")
     return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ENGINE_COMMANDS)
+
+
+OURS = "django_redis_sessions.middleware.SessionMiddleware"
+DJANGOS = "django.contrib.sessions.middleware.SessionMiddleware"
+
+
+@pytest.fixture(params=[OURS, DJANGOS], ids=["ours", "djangos"])
+def middleware(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test with our middleware, then with Django's (the engine must serve both)."""
+    stack = [request.param if m == OURS else m for m in settings.MIDDLEWARE]
+    with override_settings(MIDDLEWARE=stack):
+        yield request.param
+
+
+def session_keys(r: Any) -> list[bytes]:
+    """The sessions' keys, without the per-user indexes (tests/test_users.py)."""
+    keys: list[bytes] = r.keys("session:*")
+    return sorted(key for key in keys if not key.startswith(b"session:u:"))
