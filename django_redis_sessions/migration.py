@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import re
+import socket
 import tempfile
 import threading
 import time
@@ -48,6 +49,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 from django.utils import timezone
 from django.utils.module_loading import import_string
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from django_redis_sessions import codec, conf, driver, scripts, signals
 from django_redis_sessions.exceptions import SessionUnavailable
@@ -555,11 +558,18 @@ def drs_client(options: Mapping[str, Any]) -> redis.Redis:
     timeout = options["socket_timeout"]
     if options["url"]:
         return redis.Redis.from_url(options["url"], socket_timeout=timeout)
+    # 0.6.2's retry_on_timeout (one retry after a timeout, else none) in redis-py's
+    # current terms: its own argument of that name is deprecated.
+    retry = Retry(
+        NoBackoff(),
+        1 if options["retry_on_timeout"] else 0,
+        (redis.TimeoutError, socket.timeout),
+    )
     if options["unix_domain_socket_path"]:
         return redis.Redis(
             unix_socket_path=options["unix_domain_socket_path"],
             socket_timeout=timeout,
-            retry_on_timeout=options["retry_on_timeout"],
+            retry=retry,
             db=options["db"],
             password=options["password"],
         )
@@ -569,7 +579,7 @@ def drs_client(options: Mapping[str, Any]) -> redis.Redis:
         host=options["host"],
         port=options["port"],
         socket_timeout=timeout,
-        retry_on_timeout=options["retry_on_timeout"],
+        retry=retry,
         db=options["db"],
         password=options["password"],
     )

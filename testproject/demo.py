@@ -446,7 +446,8 @@ def _banner(servers: Sequence[AppServer], redis_url: str, args: argparse.Namespa
         *(f"  server {server.name}: {server.url}/" for server in servers),
         f"  Redis:    {redis_url} (session keys start with 'demo:session:')",
         f"  Log in as {args.username!r} with password {args.password!r}.",
-        "  Pages: / (visit counter), /login/, /items/ (concurrent requests), /session/",
+        "  Pages: / (visit counter), /login/, /items/ (concurrent requests), /session/,",
+        "         /account/sessions/ (Devices: your sessions, once logged in)",
         "Press Ctrl-C to stop everything.",
         "",
     ]

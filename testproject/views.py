@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
-from django_redis_sessions import codec, conf, connection
+from django_redis_sessions import codec, conf, connection, users
 
 ITEM_PREFIX = "item:"
 MAX_ITEMS = 50
@@ -119,8 +119,12 @@ def session_info(request: HttpRequest) -> HttpResponse:
     session = request.session
     rows = []
     for key, value in sorted(session.items()):
-        shown = None if key.startswith("_") else json.dumps(value, ensure_ascii=False)
-        rows.append({"key": key, "value": shown})
+        if key == users.MARKER:
+            rows.append({"key": key, "kept_by": "this engine: the per-user index's activity stamp"})
+        elif key.startswith("_"):
+            rows.append({"key": key, "kept_by": "Django"})
+        else:
+            rows.append({"key": key, "value": json.dumps(value, ensure_ascii=False)})
     session_key = session.session_key
     ttl_ms = redis_key = None
     if session_key is not None:

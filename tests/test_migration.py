@@ -13,7 +13,10 @@ import base64
 import io
 import logging
 import os
+import socket
+import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -980,6 +983,68 @@ def test_drs_connection_is_the_one_0_6_2_made() -> None:
     plain = kwargs(host="h2", port=6380, db=3, password="pw")
     assert (plain["host"], plain["port"], plain["db"], plain["password"]) == ("h2", 6380, 3, "pw")
     assert plain["socket_timeout"] == 0.1
+
+
+@contextmanager
+def silent_server(family: int, address: Any) -> Iterator[tuple[Any, list[socket.socket]]]:
+    """A server that accepts connections and never answers: every command times out."""
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(8)
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:  # closed
+                return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname(), accepted
+    finally:
+        listener.close()
+        thread.join(5)
+        for connection in accepted:
+            connection.close()
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+@pytest.mark.parametrize(("retry_on_timeout", "connections"), [(True, 2), (False, 1)])
+def test_drs_retry_on_timeout_is_kept_without_deprecation_warnings(
+    tmp_path: Any, family: str, retry_on_timeout: bool, connections: int
+) -> None:
+    # 0.6.2 retried a command once after a timeout when asked, else never; redis-py
+    # warns about its retry_on_timeout argument since 6.0.
+    if family == "tcp":
+        server = silent_server(socket.AF_INET, ("127.0.0.1", 0))
+    else:
+        server = silent_server(socket.AF_UNIX, str(tmp_path / "silent.sock"))
+    with server as (address, accepted), warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        where = (
+            {"host": address[0], "port": address[1]}
+            if family == "tcp"
+            else {"unix_domain_socket_path": address}
+        )
+        client = migration.drs_client(
+            {
+                **migration.DRS_DEFAULTS,
+                **where,
+                "retry_on_timeout": retry_on_timeout,
+                "socket_timeout": 0.2,
+            }
+        )
+        with pytest.raises(redis.TimeoutError):
+            client.get("k")
+        client.close()
+        # A timeout drops its connection: each try is a connection of its own.
+        deadline = time.monotonic() + 5  # the accepting thread may lag on a busy machine
+        while len(accepted) < connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(accepted) == connections
 
 
 @pytest.mark.parametrize(

@@ -39,32 +39,12 @@ def readme_settings() -> str:
     return "\n".join(line[4:] for line in block.splitlines()).strip() + "\n"
 
 
-def pasted(
-    settings_py: Path, project_settings: str, block: str, session_redis: dict[str, Any]
-) -> str:
-    """What a reader does with the block: add its apps, swap the middleware, set the rest."""
-    readme: dict[str, Any] = {}
-    exec(block, readme)  # "..." stands for the project's own entries: Ellipsis
-    project: dict[str, Any] = {"__file__": str(settings_py)}
-    exec(project_settings, project)
-    apps = list(project["INSTALLED_APPS"])
-    apps += [a for a in readme.pop("INSTALLED_APPS") if a is not Ellipsis and a not in apps]
-    swaps = re.findall(r'# Instead of ([\w.]+):\s*\n\s*"([\w.]+)"', block)
-    assert swaps, "README's MIDDLEWARE no longer says which middleware ours replaces"
-    middleware = list(project["MIDDLEWARE"])
-    for theirs, ours in swaps:
-        middleware[middleware.index(theirs)] = ours
-    assert [m for m in readme.pop("MIDDLEWARE") if m is not Ellipsis] == [o for _, o in swaps]
-    assert set(readme) - {"__builtins__"} >= {"SESSION_ENGINE", "SESSION_REDIS"}
-    lines = [project_settings, "", "# From README.rst", f"INSTALLED_APPS = {apps!r}"]
-    lines.append(f"MIDDLEWARE = {middleware!r}")
-    for name, value in readme.items():
-        if name == "SESSION_REDIS":
-            # The suite's Redis (any topology) instead of the README's localhost.
-            value = {**{k: v for k, v in value.items() if k != "url"}, **session_redis}
-        if name != "__builtins__":
-            lines.append(f"{name} = {value!r}")
-    return "\n".join(lines) + "\n"
+def pasted(project_settings: str, block: str, session_redis: dict[str, Any]) -> str:
+    """What a reader does with the block: add it, as written, at the end of settings.py."""
+    # Then SESSION_REDIS points at the suite's Redis (any topology) instead of localhost.
+    kept = "{k: v for k, v in SESSION_REDIS.items() if k != 'url'}"
+    suite = f"SESSION_REDIS = {{**{kept}, **{session_redis!r}}}"
+    return f"{project_settings}\n# From README.rst\n{block}\n# The suite's Redis\n{suite}\n"
 
 
 @pytest.fixture
@@ -78,7 +58,7 @@ def project(tmp_path: Path, redis_deployment: Deployment) -> Iterator[tuple[Path
     )
     settings_py = tmp_path / "mysite" / "settings.py"
     settings_py.write_text(
-        pasted(settings_py, settings_py.read_text(), readme_settings(), redis_deployment.settings)
+        pasted(settings_py.read_text(), readme_settings(), redis_deployment.settings)
     )
     yield tmp_path, env
 
@@ -101,6 +81,36 @@ def test_readme_block_is_found() -> None:
     block = readme_settings()
     assert "django_redis_sessions.middleware.SessionMiddleware" in block
     assert 'SESSION_ENGINE = "django_redis_sessions.session"' in block
+
+
+def test_readme_block_as_written_swaps_the_middleware(
+    project: tuple[Path, dict[str, str]],
+) -> None:
+    directory, _ = project
+    settings_py = directory / "mysite" / "settings.py"
+    pasted_settings: dict[str, Any] = {"__file__": str(settings_py)}
+    exec(settings_py.read_text(), pasted_settings)
+    assert "django_redis_sessions" in pasted_settings["INSTALLED_APPS"]
+    # Django's sessions app stays (README's "Django's contract" counts on it).
+    assert "django.contrib.sessions" in pasted_settings["INSTALLED_APPS"]
+    middleware = pasted_settings["MIDDLEWARE"]
+    assert "django.contrib.sessions.middleware.SessionMiddleware" not in middleware
+    # In the place of Django's: before CSRF and auth, which read the session.
+    assert middleware.index("django_redis_sessions.middleware.SessionMiddleware") < (
+        middleware.index("django.contrib.auth.middleware.AuthenticationMiddleware")
+    )
+
+
+def test_deploy_check_with_readme_settings_names_djangos_warning(
+    project: tuple[Path, dict[str, str]],
+) -> None:
+    # What README's "Django's contract" says a reader of its settings sees: with
+    # django.contrib.sessions installed, Django's own warning about the cookie
+    # (security.W010), and not ours too.
+    # A fresh project has deploy errors of its own (e.g. its email backend): not ours.
+    found = manage(project, "check", "--deploy", "--fail-level", "CRITICAL")
+    assert "security.W010" in found
+    assert "django_redis_sessions.W011" not in found
 
 
 def test_startproject_with_readme_settings_checks_migrates_and_logs_in(

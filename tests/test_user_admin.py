@@ -54,6 +54,12 @@ def test_end_sessions_command_lists(ada: User) -> None:
     assert whoami(client) == "ada"
 
 
+def test_end_sessions_command_lists_no_sessions_in_words(ada: User) -> None:
+    out = StringIO()
+    call_command("end_sessions", "ada", "--list", stdout=out)
+    assert out.getvalue() == "'ada' has no sessions.\n"
+
+
 def test_end_sessions_command_unknown_user(db: None) -> None:
     with pytest.raises(CommandError, match="No user with username 'nobody'"):
         call_command("end_sessions", "nobody")

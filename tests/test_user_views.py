@@ -135,6 +135,11 @@ def test_sign_out_all_other_sessions(ada: User) -> None:
             "Gecko) Version/18.1 Safari/605.1.15",
             "Safari on macOS",
         ),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "HeadlessChrome/131.0.0.0 Safari/537.36",
+            "Headless Chrome on Linux",
+        ),
         ("curl/8.5.0", "curl/8.5.0"),
         ("x" * 300, "x" * 60),
         ("Opera/9.80", "Opera"),

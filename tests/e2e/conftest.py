@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ from testproject.demo import DEFAULT_PASSWORD, DEFAULT_USERNAME, AppServer, setu
 from testproject.redis_server import free_port
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
-APT_LOCK = Path(tempfile.gettempdir()) / "django-redis-sessions-apt.lock"
 APT_TIMEOUT = 900
 
 # Screenshots and other files a person may want to look at after the run.
@@ -121,6 +119,11 @@ def csrf_headers(client: httpx.Client) -> dict[str, str]:
 
 # Chromium from the OS packages ---------------------------------------------------------
 
+# Installing a system package is only done where it was asked for: in CI, or with this.
+INSTALL_OPT_IN = "DRS_INSTALL_BROWSER"
+# What the run installed, for the summary at its end.
+installed: list[str] = []
+
 
 def find_chromium() -> str | None:
     for name in CHROMIUM_NAMES:
@@ -130,22 +133,55 @@ def find_chromium() -> str | None:
     return None
 
 
-def install_chromium() -> str:
-    """Install the OS chromium package where missing; return why not, or ''."""
+def install_allowed() -> bool:
+    return os.environ.get("CI") == "true" or os.environ.get(INSTALL_OPT_IN) == "1"
+
+
+def announce(config: pytest.Config, line: str) -> None:
+    """A line in pytest's output now, whatever the capture mode."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        reporter.ensure_newline()
+        reporter.write_line(line, yellow=True, bold=True)
+
+
+def install_chromium(config: pytest.Config) -> str:
+    """Install the OS chromium package, saying so first; return why not, or ''."""
+    if not install_allowed():
+        return (
+            "Chromium is not installed. Install it (apt-get install chromium), or set "
+            f"{INSTALL_OPT_IN}=1 to let the suite install it (apt-based Linux, as root); "
+            "CI=true does too."
+        )
     if sys.platform != "linux" or not shutil.which("apt-get"):
         return "Chromium is not installed and this is no apt-based Linux to install it on."
     if os.geteuid() != 0:
         return "Chromium is not installed; installing it needs root (apt-get install chromium)."
-    APT_LOCK.touch(exist_ok=True)
-    with APT_LOCK.open("r+") as lock:
-        # Parallel runs (tox envs) queue here; the first one installs it for all.
+    # Parallel runs of this checkout (tox envs) queue on this very file, which
+    # outlives the run as it is: no lock file is left behind. apt waits for its
+    # own locks against other installers.
+    with Path(__file__).open("rb") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if find_chromium():
                 return ""
+            announce(
+                config,
+                "e2e: installing the OS package chromium (apt-get update; apt-get install -y "
+                "chromium) for the browser tests in tests/e2e/, as "
+                + ("CI=true" if os.environ.get("CI") == "true" else f"{INSTALL_OPT_IN}=1")
+                + " allows",
+            )
             env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
             deadline = time.monotonic() + APT_TIMEOUT
-            for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+            wait = ["-o", f"DPkg::Lock::Timeout={APT_TIMEOUT}"]
+            for command in (
+                ["apt-get", *wait, "update"],
+                ["apt-get", *wait, "install", "-y", "chromium"],
+            ):
                 try:
                     done = subprocess.run(
                         command,
@@ -162,14 +198,18 @@ def install_chromium() -> str:
                     return f"Could not install Chromium ({' '.join(command)}): {tail}"
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    return "" if find_chromium() else "apt-get installed chromium, yet no chromium is on PATH."
+    found = find_chromium()
+    if found is None:
+        return "apt-get installed chromium, yet no chromium is on PATH."
+    installed.append(f"chromium ({found}), with apt-get, for the browser tests")
+    return ""
 
 
 @pytest.fixture(scope="session")
-def chromium() -> str:
+def chromium(pytestconfig: pytest.Config) -> str:
     found = find_chromium()
     if found is None:
-        reason = install_chromium()
+        reason = install_chromium(pytestconfig)
         found = find_chromium()
         if found is None:
             pytest.skip(reason)
@@ -184,6 +224,10 @@ def results_dir(pytestconfig: pytest.Config) -> Path:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if installed:
+        terminalreporter.section("installed for the end-to-end tests")
+        for line in installed:
+            terminalreporter.write_line(f"installed: {line}")
     if artifacts:
         terminalreporter.section("end-to-end artifacts")
         for path in artifacts:

@@ -47,6 +47,44 @@ def sign_in(page: Page, url: str, servers: Servers) -> None:
     expect(page.locator("#user")).to_have_text(servers.username)
 
 
+# The words (hyphens may break) that the page shows on more than one line.
+BROKEN_WORDS = """(root) => {
+  const broken = [];
+  const walker = document.createTreeWalker(document.querySelector(root), NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (const match of node.data.matchAll(/[^\\s-]+/g)) {
+      const range = document.createRange();
+      range.setStart(node, match.index);
+      range.setEnd(node, match.index + match[0].length);
+      const lines = new Set([...range.getClientRects()].map((rect) => Math.round(rect.top)));
+      if (lines.size > 1) broken.push(match[0]);
+    }
+  }
+  return broken;
+}"""
+
+
+def test_pages_at_phone_width_break_no_word(
+    servers: Servers, chromium_browser: Browser, results_dir: Path
+) -> None:
+    phone = device(chromium_browser, PHONE)
+    sign_in(phone, servers.a.url, servers)
+    phone.goto(f"{servers.a.url}/account/sessions/")
+    expect(phone.locator("#sessions .session .ip")).to_have_text("127.0.0.1")
+    assert phone.evaluate(BROKEN_WORDS, "#sessions") == []
+    phone.goto(f"{servers.a.url}/session/")
+    # The per-user index's stamp is this engine's, not Django's.
+    label = phone.locator("#keys tr", has_text="_drs_user_index").locator(".kept-by")
+    expect(label).to_have_text("kept by this engine: the per-user index's activity stamp")
+    expect(phone.locator("#keys tr", has_text="_auth_user_id").locator(".kept-by")).to_have_text(
+        "kept by Django"
+    )
+    assert phone.evaluate(BROKEN_WORDS, "#keys") == []
+    shot = results_dir / "session-phone.png"
+    phone.screenshot(path=str(shot), full_page=True)
+    artifacts.append(shot)
+
+
 def test_devices_page_lists_and_ends_sessions_across_servers(
     servers: Servers, chromium_browser: Browser, results_dir: Path
 ) -> None:

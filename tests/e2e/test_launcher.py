@@ -82,6 +82,7 @@ def test_ctrl_c_stops_everything_the_launcher_started(tmp_path: Path) -> None:
         assert f"server A: http://127.0.0.1:{ports[0]}/" in text
         assert f"server B: http://127.0.0.1:{ports[1]}/" in text
         assert "Log in as 'demo' with password 'demo-password'" in text
+        assert "/account/sessions/ (Devices" in text  # every page of the nav bar
         match = re.search(r"redis://127\.0\.0\.1:(\d+)/", text)
         assert match, text
         redis_port = int(match[1])

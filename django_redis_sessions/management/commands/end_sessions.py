@@ -38,7 +38,10 @@ class Command(BaseCommand):
         except model.DoesNotExist as exc:
             raise CommandError(f"No user with {model.USERNAME_FIELD} {username!r}.") from exc
         if options["list"]:
-            for session in users.get_sessions(user):
+            sessions = users.get_sessions(user)
+            if not sessions:
+                self.stdout.write(f"{username!r} has no sessions.")
+            for session in sessions:
                 self.stdout.write(
                     f"{session.id}  last seen {session.last_seen:%Y-%m-%d %H:%M:%S}  "
                     f"{session.ip or '-'}  {session.device}"
