@@ -30,7 +30,7 @@ import django_redis_sessions  # noqa: E402
 
 project = "django-redis-sessions"
 author = "django-redis-sessions maintainers"
-copyright = "django-redis-sessions maintainers"  # noqa: A001
+copyright = "django-redis-sessions maintainers"
 release = django_redis_sessions.__version__
 version = release
 

@@ -253,7 +253,10 @@ KEY_1 = "k1:" + "A" * 43
 SCENARIOS: dict[str, tuple[Callable[[Any], None], dict[str, Any]]] = {
     "sessions_report": (store_for_report, {}),
     "end_sessions": (store_for_end_sessions, {}),
-    "migrate_sessions": (store_for_migration, {"migrate_from": "django.contrib.sessions.backends.db"}),
+    "migrate_sessions": (
+        store_for_migration,
+        {"migrate_from": "django.contrib.sessions.backends.db"},
+    ),
     "reencrypt_sessions": (store_for_reencrypt, {}),
 }
 # What each command runs under, after the store was made (see its page).
@@ -284,7 +287,9 @@ def test_example_outputs_are_what_the_command_prints(line: str, r: Any, fresh_co
     with override_settings(SESSION_REDIS=session_redis(**settings_for_store)):
         make_store(r)
     out = StringIO()
-    with override_settings(SESSION_REDIS=session_redis(**settings_for_store, **RUN_WITH.get(name, {}))):
+    with override_settings(
+        SESSION_REDIS=session_redis(**settings_for_store, **RUN_WITH.get(name, {}))
+    ):
         conf.get_config.cache_clear()
         call_command(name, *args, stdout=out, stderr=StringIO())
     assert shape(out.getvalue()) == shape(documented), out.getvalue()

@@ -78,7 +78,12 @@ class Links(HTMLParser):
                 continue
             if name == "id":
                 self.ids.add(value)
-            elif (tag, name) in {("a", "href"), ("img", "src"), ("link", "href"), ("script", "src")}:
+            elif (tag, name) in {
+                ("a", "href"),
+                ("img", "src"),
+                ("link", "href"),
+                ("script", "src"),
+            }:
                 self.links.append(value)
 
 
