@@ -293,3 +293,13 @@ def test_example_outputs_are_what_the_command_prints(line: str, r: Any, fresh_co
         conf.get_config.cache_clear()
         call_command(name, *args, stdout=out, stderr=StringIO())
     assert shape(out.getvalue()) == shape(documented), out.getvalue()
+
+
+def test_the_documented_acl_user_is_the_tested_one() -> None:
+    from tests.test_faults import ACL_RULES
+    from tests.test_users import INDEX_ACL_RULES
+
+    line = re.search(r"^    ACL SETUSER sessions (.+)$", _read(DOCS / "failure.rst"), re.M)
+    assert line
+    documented = [rule for rule in line[1].split() if not rule.startswith(">")]  # password
+    assert documented == [r for r in ACL_RULES + INDEX_ACL_RULES if not r.startswith(">")]
