@@ -158,7 +158,7 @@ def test_every_page_is_in_the_table_of_contents() -> None:
 # Blocks meant to run -------------------------------------------------------------
 
 BLOCK = re.compile(
-    r"^\.\. code-block:: (?P<language>\w+)\n(?P<options>(?:   :.*\n)*)\n(?P<body>(?:    .*\n|\n)+)",
+    r"^\.\. code-block:: (?P<language>\w+)\n(?P<options>(?: +:.*\n)*)\n(?P<body>(?:    .*\n|\n)+)",
     re.MULTILINE,
 )
 
