@@ -116,6 +116,17 @@ def test_every_internal_link_resolves(site: Path) -> None:
     assert broken == []
 
 
+def test_no_page_shows_a_theme_error(site: Path) -> None:
+    # Furo paints a ``contents`` directive as a red error box: its own page
+    # outline (right-hand side) takes that place.
+    flagged = [
+        page.name
+        for page in site.rglob("*.html")
+        if re.search(r'class="(?:[^"]*\s)?contents(?:\s[^"]*)?"', page.read_text(encoding="utf-8"))
+    ]
+    assert flagged == []
+
+
 # In a browser ----------------------------------------------------------------------
 
 
