@@ -303,3 +303,14 @@ def test_the_documented_acl_user_is_the_tested_one() -> None:
     assert line
     documented = [rule for rule in line[1].split() if not rule.startswith(">")]  # password
     assert documented == [r for r in ACL_RULES + INDEX_ACL_RULES if not r.startswith(">")]
+
+
+def test_the_readme_is_a_front_page_linking_every_part_of_the_manual() -> None:
+    readme = _read(ROOT / "README.rst")
+    assert len(readme.splitlines()) < 150
+    targets = re.findall(r"`[^`<]+<([^>]+)>`_", readme)
+    assert [t for t in targets if not (ROOT / t).exists()] == []
+    pages = {f"docs/{path.name}" for path in DOCS.glob("*.rst")}
+    pages -= {"docs/changelog.rst"}  # the README links CHANGELOG.rst itself
+    assert pages - {"docs/index.rst"} <= set(targets)
+    assert "CHANGELOG.rst" in targets
