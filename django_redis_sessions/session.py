@@ -164,6 +164,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         return self._clock.idle_remaining(self, data) if self._clock else None
 
     async def aget_idle_remaining(self) -> int | None:
+        """The async twin of :meth:`get_idle_remaining`."""
         data = await self._aloaded()
         return self._clock.idle_remaining(self, data) if self._clock else None
 
@@ -173,10 +174,12 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         return self._clock.absolute_remaining(data) if self._clock else None
 
     async def aget_absolute_remaining(self) -> int | None:
+        """The async twin of :meth:`get_absolute_remaining`."""
         data = await self._aloaded()
         return self._clock.absolute_remaining(data) if self._clock else None
 
     def get_expiry_age(self, **kwargs: Any) -> int:
+        """Django's age, never past the session's absolute deadline (``absolute_timeout``)."""
         age: int = super().get_expiry_age(**kwargs)
         if self._clock is None or "expiry" in kwargs:
             return age
@@ -189,6 +192,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         return self._clock.cap_age(age, await self._aloaded())
 
     def get_expiry_date(self, **kwargs: Any) -> datetime:
+        """Django's date, never past the session's absolute deadline (``absolute_timeout``)."""
         date: datetime = super().get_expiry_date(**kwargs)
         if self._clock is None or "expiry" in kwargs:
             return date

@@ -510,6 +510,7 @@ def get_sessions(user: User, current: SessionBase | str | None = None) -> list[U
 
 
 async def aget_sessions(user: User, current: SessionBase | str | None = None) -> list[UserSession]:
+    """The async twin of :func:`get_sessions`."""
     result: list[UserSession] = await arun(_list(user, current))
     return result
 
@@ -520,6 +521,7 @@ def end_session(user: User, session_id: str) -> bool:
 
 
 async def aend_session(user: User, session_id: str) -> bool:
+    """The async twin of :func:`end_session`."""
     return bool(await arun(_end_one(user, session_id)))
 
 
@@ -529,4 +531,5 @@ def end_sessions(user: User, keep: SessionBase | str | None = None) -> int:
 
 
 async def aend_sessions(user: User, keep: SessionBase | str | None = None) -> int:
+    """The async twin of :func:`end_sessions`."""
     return int(await arun(_end_all(user, keep)))

@@ -268,7 +268,7 @@ def test_wrong_password_is_unavailable(ops: Ops, on: RedisServer, raw: redis.Red
         redis.Redis(port=on.port, password="secret").config_set("requirepass", "")
 
 
-# The least-privilege ACL user documented in README.rst ------------------------------
+# The least-privilege ACL user documented in docs/failure.rst -----------------------
 
 ACL_RULES = [
     "on", ">s3cret", "resetkeys", "~session:*", "resetchannels", "-@all",
