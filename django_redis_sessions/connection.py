@@ -443,7 +443,7 @@ def supports_ifeq(client: SyncClient) -> bool:
     if known is None:
         try:
             if isinstance(client, redis.cluster.RedisCluster):
-                nodes = client.get_primaries()
+                nodes = cast(Any, client).get_primaries()
                 infos = [client.info("server", target_nodes=node) for node in nodes]
             else:
                 infos = [client.info("server")]

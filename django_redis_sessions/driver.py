@@ -11,6 +11,9 @@ counts the replicas that have this connection's writes), and fewer than N
 acknowledgements fail the operation. On a Cluster that connection is one to
 the primary owning the key, so the pair is sent to that node directly, with
 MOVED/ASK and failovers handled here the way redis-py handles them.
+
+An operation may also yield ``(scripts.IFEQ_SUPPORTED,)``: the driver answers
+whether the server takes ``SET ... IFEQ`` (asked once per connection pool).
 """
 
 from __future__ import annotations
