@@ -40,7 +40,7 @@ import redis
 from benchmarks import engines
 from benchmarks.chart import write_chart
 from benchmarks.engines import ENGINES, PEER_VERSION, Engine
-from benchmarks.report import write_report
+from benchmarks.report import update_readme, write_report
 from testproject.redis_server import RedisServer, RedisServerError, find_redis_server, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -601,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS_JSON.write_text(json.dumps(data, indent=1))
     write_report(data, args.output)
     write_chart(data, args.output.with_name("chart.svg"))
+    if args.output == RESULTS_MD and not args.quick and not args.engines:
+        # A full run of every engine: README's table comes from it too.
+        update_readme(data, ROOT / "README.rst")
     http_errors = any(
         run["non2xx"] + run["socket_errors"]
         for by_engine in data.get("http", {}).values()

@@ -283,6 +283,86 @@ def machine(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+# README.rst's table of key rows sits between these two comment lines; a full run
+# rewrites it (``update_readme``), so README's figures and chart come from one run.
+README_START = ".. benchmark-key-rows: start (written by benchmarks/report.py)"
+README_END = ".. benchmark-key-rows: end"
+KEY_ROWS = {
+    "floor": "floor (redis-py + hiredis)",
+    "ours": "**django_redis_sessions**",
+    "ours_noindex": "**... user_index=False**",
+    "ours_crypt": "**... encryption_keys**",
+    "ours_timeouts": "**... idle + absolute timeouts**",
+    "ours_zlib": "**... compress_min_bytes=256**",
+    "floor_valkey": "floor on Valkey 8.1",
+    "ours_valkey": "**django_redis_sessions, Valkey**",
+    "redis_sessions_062": "django-redis-sessions 0.6.2",
+    "djredis_pickle": "cache on django-redis, pickle",
+    "django_cache": "cache on Django's RedisCache",
+    "db_pg": "db, PostgreSQL",
+}
+
+
+def _key_cell(timings: dict[str, dict[str, list[float | None]]], name: str, op: str) -> str:
+    value = median(timings.get(name, {}).get(op, []))
+    if value is None:
+        return "n/a"
+    ratio = None if name in FLOORS else to_floor(timings[name][op], timings[floor_of(name)][op])
+    return f"{value:,.0f} µs" + (f", {ratio:.2f} x" if ratio is not None else "")
+
+
+def key_rows(data: dict[str, Any]) -> list[str]:
+    """README's table: an RST simple table of the rows users compare."""
+    memory = data.get("memory", {})
+    rows = [["engine", "read-modify-save", "middleware request", "async cycle", "bytes / session"]]
+    for name, title in KEY_ROWS.items():
+        if name not in data.get("sync", {}):
+            continue
+        size = memory.get(name, {}).get("per_session")
+        floor = memory.get(floor_of(name), {}).get("per_session")
+        size_cell = "n/a" if size is None else f"{size:,.0f}"
+        if size is not None and floor and name not in FLOORS:
+            size_cell += f", {size / floor:.2f} x"
+        rows.append(
+            [
+                title,
+                _key_cell(data["sync"], name, "cycle"),
+                _key_cell(data["sync"], name, "middleware"),
+                _key_cell(data.get("async", {}), name, "acycle"),
+                size_cell,
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    rule = "  ".join("=" * width for width in widths)
+    text = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    notes = data["notes"]
+    return [
+        f"Key rows of the run of {notes['date']} ({notes.get('cores', '?')} cores, "
+        f"{notes['plan']['rounds']} rounds; ratios to the floor on the same server, "
+        "measured in the same rounds; one user per session, the defaults unless said):",
+        "",
+        rule,
+        text[0],
+        rule,
+        *text[1:],
+        rule,
+    ]
+
+
+def update_readme(data: dict[str, Any], readme: Path) -> bool:
+    """Rewrite README's key-rows block; False when the README has no such block."""
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    block = "\n".join([README_START, "", *key_rows(data), "", README_END])
+    readme.write_text(text[:start] + block + text[end + len(README_END) :])
+    return True
+
+
 def write_report(data: dict[str, Any], path: Path) -> None:
     out: list[str] = [
         "# Benchmark results",
@@ -408,3 +488,5 @@ if __name__ == "__main__":
     from benchmarks.chart import write_chart
 
     write_chart(data, here / "chart.svg")
+    if not data["notes"].get("quick"):
+        update_readme(data, here.parent / "README.rst")

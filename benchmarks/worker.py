@@ -42,10 +42,9 @@ from django.utils.module_loading import import_string  # noqa: E402
 
 from benchmarks import engines, floor_engine, urls  # noqa: E402
 from benchmarks.payload import payload  # noqa: E402
+from benchmarks.serverstats import command_us, top_level_shares  # noqa: E402
 
 ENGINE = engines.BY_NAME[os.environ["BENCH_ENGINE"]]
-# Redis commands a worker sends about the run itself, not the session operation.
-OWN_COMMANDS = {"info", "config", "monitor", "echo"}
 TTL = settings.SESSION_COOKIE_AGE
 COOKIE = settings.SESSION_COOKIE_NAME
 
@@ -97,36 +96,6 @@ def _server_cpu_us(admin: redis.Redis) -> float:
     user = cpu.get("used_cpu_user_main_thread", cpu["used_cpu_user"])
     system = cpu.get("used_cpu_sys_main_thread", cpu["used_cpu_sys"])
     return float(user + system) * 1e6
-
-
-def command_us(stats: dict[str, Any], top_level: dict[str, float]) -> float:
-    """µs the server spent in the commands the client sent (``INFO commandstats``).
-
-    A command a script runs has its own ``cmdstat_*`` line, and its time is in
-    the script's (EVALSHA's) too: each line counts only the share of its calls
-    the client sent itself (``top_level``, seen with MONITOR). A command never
-    seen there counts whole.
-    """
-    total = 0.0
-    for key, row in stats.items():
-        name = key.removeprefix("cmdstat_").split("|")[0]
-        if name not in OWN_COMMANDS:
-            total += float(row["usec"]) * top_level.get(name, 1.0)
-    return total
-
-
-def top_level_shares(lines: list[dict[str, Any]]) -> dict[str, float]:
-    """Per command, the share of its calls sent by a client rather than by a script."""
-    sent: dict[str, int] = {}
-    scripted: dict[str, int] = {}
-    for line in lines:
-        name = line["command"].split(" ", 1)[0].lower()
-        into = scripted if line.get("client_type") == "lua" else sent
-        into[name] = into.get(name, 0) + 1
-    return {
-        name: sent.get(name, 0) / (sent.get(name, 0) + scripted.get(name, 0))
-        for name in {*sent, *scripted}
-    }
 
 
 class Bench:
