@@ -235,3 +235,20 @@ def test_ifeq_then_wait_for_replicas(r: Any, redis_url: str) -> None:
         assert swap_outcome(second, b"j1:1:{}") == (Swap.CONFLICT, b"j1:2:{}")
         assert client_for(replica).get(KEY) == b"j1:2:{}"
     connection.reset()
+
+
+def test_forgetting_asks_again(server: Server, r: Any) -> None:
+    # After a refused IFEQ (a failover to an older server) the store asks again.
+    connection.reset()
+    r.config_resetstat()
+    assert detect(False) == [server.has_ifeq]
+    connection.forget_capabilities(connection.get_client())
+    assert detect(False, times=2) == [server.has_ifeq] * 2
+    primaries = 3 if isinstance(r, redis.cluster.RedisCluster) else 1
+    assert info_calls(r) == 2 * primaries
+
+
+def test_only_a_syntax_error_means_no_ifeq() -> None:
+    assert scripts.ifeq_refused(redis.ResponseError("syntax error"))
+    assert scripts.ifeq_refused(redis.ResponseError("ERR syntax error"))
+    assert not scripts.ifeq_refused(redis.ResponseError("WRONGTYPE Operation against a key"))
