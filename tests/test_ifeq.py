@@ -49,9 +49,11 @@ def info_calls(r: Any) -> int:
 
 
 @pytest.fixture
-def ifeq(server: Server) -> None:
-    if not server.has_ifeq:
-        pytest.skip(f"{server.name} {server.version} has no SET IFEQ (--redis-server=valkey)")
+def ifeq(redis_server: Server) -> None:
+    if not redis_server.has_ifeq:
+        pytest.skip(
+            f"{redis_server.name} {redis_server.version} has no SET IFEQ (--redis-server=valkey)"
+        )
 
 
 # What the reply means -------------------------------------------------------------
@@ -84,7 +86,7 @@ def test_the_command_shape() -> None:
 
 
 @pytest.mark.parametrize(
-    ("info", "server", "has_ifeq"),
+    ("info", "expected", "has_ifeq"),
     [
         ({"redis_version": "7.0.15"}, Server("redis", (7, 0, 15)), False),
         ({"redis_version": "8.2.1"}, Server("redis", (8, 2, 1)), False),
@@ -96,24 +98,26 @@ def test_the_command_shape() -> None:
         ({}, Server("redis", ()), False),
     ],
 )
-def test_server_of_reads_info_server(info: dict[str, str], server: Server, has_ifeq: bool) -> None:
-    assert server_of(info) == server
-    assert server.has_ifeq is has_ifeq
+def test_server_of_reads_info_server(
+    info: dict[str, str], expected: Server, has_ifeq: bool
+) -> None:
+    assert server_of(info) == expected
+    assert expected.has_ifeq is has_ifeq
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
-def test_detection_asks_once_per_pool(is_async: bool, server: Server, r: Any) -> None:
+def test_detection_asks_once_per_pool(is_async: bool, redis_server: Server, r: Any) -> None:
     connection.reset()
     r.config_resetstat()
-    assert detect(is_async, times=3) == [server.has_ifeq] * 3
+    assert detect(is_async, times=3) == [redis_server.has_ifeq] * 3
     # One INFO server per pool (one per primary on a Cluster), not one per operation.
     primaries = 3 if isinstance(r, redis.cluster.RedisCluster) else 1
     assert info_calls(r) == primaries
 
 
-def test_detection_says_no_without_ifeq(server: Server) -> None:
-    if server.has_ifeq:
-        pytest.skip(f"{server.name} {server.version} has IFEQ")
+def test_detection_says_no_without_ifeq(redis_server: Server) -> None:
+    if redis_server.has_ifeq:
+        pytest.skip(f"{redis_server.name} {redis_server.version} has IFEQ")
     connection.reset()
     assert detect(False) == [False]
     assert detect(True) == [False]
@@ -135,9 +139,9 @@ def test_detection_says_no_when_info_is_refused(is_async: bool, r: redis.Redis) 
         r.acl_deluser("noinfo")
 
 
-def test_a_server_without_ifeq_refuses_the_command(server: Server, r: Any) -> None:
-    if server.has_ifeq:
-        pytest.skip(f"{server.name} {server.version} has IFEQ")
+def test_a_server_without_ifeq_refuses_the_command(redis_server: Server, r: Any) -> None:
+    if redis_server.has_ifeq:
+        pytest.skip(f"{redis_server.name} {redis_server.version} has IFEQ")
     r.set(KEY, b"old")
     with pytest.raises(redis.ResponseError) as refused:
         r.execute_command(*set_ifeq(KEY, b"new", b"old", 5000))
@@ -237,13 +241,13 @@ def test_ifeq_then_wait_for_replicas(r: Any, redis_url: str) -> None:
     connection.reset()
 
 
-def test_forgetting_asks_again(server: Server, r: Any) -> None:
+def test_forgetting_asks_again(redis_server: Server, r: Any) -> None:
     # After a refused IFEQ (a failover to an older server) the store asks again.
     connection.reset()
     r.config_resetstat()
-    assert detect(False) == [server.has_ifeq]
+    assert detect(False) == [redis_server.has_ifeq]
     connection.forget_capabilities(connection.get_client())
-    assert detect(False, times=2) == [server.has_ifeq] * 2
+    assert detect(False, times=2) == [redis_server.has_ifeq] * 2
     primaries = 3 if isinstance(r, redis.cluster.RedisCluster) else 1
     assert info_calls(r) == 2 * primaries
 
