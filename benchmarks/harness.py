@@ -242,14 +242,11 @@ def redis_memory(
         # buffers and tables that stay (up to 10 % more on Redis 7 in quick runs).
         for _ in range(2):
             admin.flushall()
-            time.sleep(0.3)
-            before = int(admin.info("memory")["used_memory"])
+            before = settled_memory(admin)
             reply = worker.ask({"cmd": "fill", "n": n}, timeout=900)
             if "error" in reply:
                 break
-            # Let the incremental rehash of Redis' key tables finish before reading.
-            time.sleep(1.0)
-            after = int(admin.info("memory")["used_memory"])
+            after = settled_memory(admin)
         if "error" in reply:
             results[name] = {"error": reply["error"].strip().splitlines()[-1]}
             continue
@@ -276,6 +273,21 @@ def redis_memory(
         admin.flushall()
         admin.close()
     return results
+
+
+def settled_memory(admin: redis.Redis, timeout: float = 10.0) -> int:
+    """``used_memory`` once it stops moving: Redis shrinks idle clients' query
+    buffers (every worker has one) and finishes rehashing its key tables in the
+    background, which moved the first reading after other work by up to 20 %."""
+    last = int(admin.info("memory")["used_memory"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = int(admin.info("memory")["used_memory"])
+        if abs(now - last) < 4096:
+            return now
+        last = now
+    return last
 
 
 def base_url(server: RedisServer) -> str:
