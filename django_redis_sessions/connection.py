@@ -18,6 +18,7 @@ import inspect
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -30,6 +31,7 @@ import redis.sentinel
 from django.utils.module_loading import import_string
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import parse_url
+from redis.exceptions import ResponseError
 from redis.retry import Retry
 
 from django_redis_sessions import conf
@@ -376,3 +378,99 @@ def reset() -> None:
         _close(each)
     for loop, (async_client, closer) in loops:
         _discard(loop, async_client, closer)
+
+
+# What the server can do ---------------------------------------------------------------
+
+# The first versions whose SET takes IFEQ (compare-and-set in one command).
+IFEQ_SINCE = {"valkey": (8, 1), "redis": (8, 4)}
+
+
+@dataclass(frozen=True)
+class Server:
+    """Which server answers (``redis`` or ``valkey``) and its version."""
+
+    name: str
+    version: tuple[int, ...]
+
+    @property
+    def has_ifeq(self) -> bool:
+        return self.version >= IFEQ_SINCE[self.name]
+
+
+def _version(text: object) -> tuple[int, ...]:
+    parts: list[int] = []
+    for piece in str(text).split("."):
+        if not piece.isdigit():
+            break
+        parts.append(int(piece))
+    return tuple(parts)
+
+
+def server_of(info: Mapping[str, Any]) -> Server:
+    """The server an ``INFO server`` reply describes.
+
+    Valkey reports ``redis_version:7.2.4`` for compatibility and its own
+    version as ``valkey_version``; anything else is taken at its
+    ``redis_version`` word (a missing or odd one reads as version ()).
+    """
+    if "valkey_version" in info:
+        return Server("valkey", _version(info["valkey_version"]))
+    return Server("redis", _version(info.get("redis_version", "")))
+
+
+# Per connection pool (a Sentinel's pool follows the primary it names), or per
+# Cluster client: one INFO per pool, not per request.
+_ifeq: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _capability_key(client: SyncClient | AsyncClient) -> Any:
+    if isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)):
+        return client
+    return client.connection_pool
+
+
+def _all_have_ifeq(infos: Sequence[Mapping[str, Any]]) -> bool:
+    return bool(infos) and all(server_of(info).has_ifeq for info in infos)
+
+
+def supports_ifeq(client: SyncClient) -> bool:
+    """Whether ``SET ... IFEQ`` works on this client's server (every primary, on a
+    Cluster). Asked once per pool; a refused INFO (ACL) counts as no. Connection
+    errors propagate and nothing is remembered."""
+    key = _capability_key(client)
+    known = _ifeq.get(key)
+    if known is None:
+        try:
+            if isinstance(client, redis.cluster.RedisCluster):
+                nodes = cast(Any, client).get_primaries()
+                infos = [client.info("server", target_nodes=node) for node in nodes]
+            else:
+                infos = [client.info("server")]
+        except ResponseError:
+            infos = []
+        known = _ifeq[key] = _all_have_ifeq(infos)
+    return known
+
+
+async def asupports_ifeq(client: AsyncClient) -> bool:
+    """supports_ifeq()'s async twin; the same cache."""
+    key = _capability_key(client)
+    known = _ifeq.get(key)
+    if known is None:
+        try:
+            if isinstance(client, redis.asyncio.cluster.RedisCluster):
+                await client.initialize()  # a no-op once the slot map is known
+                nodes = client.get_primaries()
+                infos = [await client.info("server", target_nodes=node) for node in nodes]
+            else:
+                infos = [await client.info("server")]
+        except ResponseError:
+            infos = []
+        known = _ifeq[key] = _all_have_ifeq(infos)
+    return known
+
+
+def forget_capabilities(client: SyncClient | AsyncClient) -> None:
+    """Ask again next time (the server refused IFEQ after all: a failover to an older one)."""
+    _ifeq.pop(_capability_key(client), None)

@@ -11,6 +11,9 @@ counts the replicas that have this connection's writes), and fewer than N
 acknowledgements fail the operation. On a Cluster that connection is one to
 the primary owning the key, so the pair is sent to that node directly, with
 MOVED/ASK and failovers handled here the way redis-py handles them.
+
+An operation may also yield ``(scripts.IFEQ_SUPPORTED,)``: the driver answers
+whether the server takes ``SET ... IFEQ`` (asked once per connection pool).
 """
 
 from __future__ import annotations
@@ -109,6 +112,13 @@ def _wire(command: Command, *, by_source: bool = False) -> Command:
     return (scripts.EVALSHA, script.sha, *args)
 
 
+def _options(command: Command) -> dict[str, Any]:
+    # redis-py turns a SET's reply into True/False unless told GET was asked for.
+    if command[0] is scripts.SET and len(command) > 3 and command[3] is scripts.IFEQ:
+        return {"get": True}
+    return {}
+
+
 def _key(command: Command) -> Any:
     # Every command has exactly one key: after the script for a script call.
     return command[2] if command[0] is scripts.EVALSHA else command[1]
@@ -135,6 +145,8 @@ def _checked(replies: Sequence[Any], wait: Wait) -> Any:
 
 
 def execute(client: connection.SyncClient, command: Command, wait: Wait = NO_WAIT) -> Any:
+    if command[0] is scripts.IFEQ_SUPPORTED:
+        return connection.supports_ifeq(client)
     if wait[0] and needs_wait(command):
         return _execute_and_wait(client, command, wait)
     send = cast(Any, client).execute_command
@@ -143,7 +155,7 @@ def execute(client: connection.SyncClient, command: Command, wait: Wait = NO_WAI
             return send(*_wire(command))
         except NoScriptError:  # a restarted, flushed or new server: EVAL caches it again
             return send(*_wire(command, by_source=True))
-    return send(*command)
+    return send(*command, **_options(command))
 
 
 def _execute_and_wait(client: connection.SyncClient, command: Command, wait: Wait) -> Any:
@@ -169,7 +181,7 @@ def _pipeline(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
     """One round trip on one connection, no MULTI; error replies come back as values."""
     with client.pipeline(transaction=False) as pipe:
         for command in commands:
-            cast(Any, pipe).execute_command(*command)
+            cast(Any, pipe).execute_command(*command, **_options(command))
         return pipe.execute(raise_on_error=False)
 
 
@@ -256,6 +268,8 @@ def run(steps: Generator[Command, Any, T]) -> T:
 
 
 async def aexecute(client: connection.AsyncClient, command: Command, wait: Wait = NO_WAIT) -> Any:
+    if command[0] is scripts.IFEQ_SUPPORTED:
+        return await connection.asupports_ifeq(client)
     if wait[0] and needs_wait(command):
         return await _aexecute_and_wait(client, command, wait)
     send = cast(Any, client).execute_command
@@ -264,7 +278,7 @@ async def aexecute(client: connection.AsyncClient, command: Command, wait: Wait 
             return await send(*_wire(command))
         except NoScriptError:
             return await send(*_wire(command, by_source=True))
-    return await send(*command)
+    return await send(*command, **_options(command))
 
 
 async def _aexecute_and_wait(client: connection.AsyncClient, command: Command, wait: Wait) -> Any:
@@ -284,7 +298,7 @@ async def _aexecute_and_wait(client: connection.AsyncClient, command: Command, w
 async def _apipeline(client: redis.asyncio.Redis, commands: Sequence[Command]) -> list[Any]:
     async with client.pipeline(transaction=False) as pipe:
         for command in commands:
-            cast(Any, pipe).execute_command(*command)
+            cast(Any, pipe).execute_command(*command, **_options(command))
         return await pipe.execute(raise_on_error=False)
 
 
@@ -304,7 +318,7 @@ async def _acluster_pipeline(
             # The asyncio cluster has no per-node client: its node sends a batch
             # of commands on one of its connections, replies in each command.
             queued = [
-                redis.asyncio.cluster.PipelineCommand(i, *command)
+                redis.asyncio.cluster.PipelineCommand(i, *command, **_options(command))
                 for i, command in enumerate(batch)
             ]
             await cast(Any, node).execute_pipeline(queued)

