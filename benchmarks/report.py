@@ -284,7 +284,8 @@ def machine(data: dict[str, Any]) -> list[str]:
 
 
 # The manual's table of key rows (docs/benchmarks.rst) sits between these two
-# comment lines; a full run rewrites it (``update_readme``), so its figures and the chart come from one run.
+# comment lines; a full run rewrites it (``update_readme``), so its figures and
+# the chart come from one run.
 README_START = ".. benchmark-key-rows: start (written by benchmarks/report.py)"
 README_END = ".. benchmark-key-rows: end"
 KEY_ROWS = {
