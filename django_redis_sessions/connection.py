@@ -338,7 +338,10 @@ def _release_without_loop(client: AsyncClient) -> None:
     sockets stay open until garbage collection, which warns about each.
     """
     if isinstance(client, redis.asyncio.cluster.RedisCluster):
-        cast(Any, client)._initialize = True  # what aclose() records; else it warns when collected
+        # What aclose() records, which __del__ reads to warn: redis-py < 8.2
+        # checks _initialize, 8.2 and later whether a default node is left.
+        cast(Any, client)._initialize = True
+        client.nodes_manager.default_node = cast(Any, None)
     connections = _async_connections(client)
     writers = [each._writer for each in connections if each._writer is not None]
     for each in connections:

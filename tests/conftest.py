@@ -195,8 +195,12 @@ def r(redis_deployment: Deployment) -> Iterator[Any]:
     """A raw client on the test database, for looking behind the engine's back.
 
     A ``redis.Redis`` (on sentinel: always the current primary), or on the
-    cluster a ``RedisCluster`` whose keys(), dbsize() and flushdb() reach every primary.
+    cluster a ``RedisCluster`` whose keys(), dbsize() and flushdb() reach every primary
+    (one for the whole run, see Cluster.shared_client()).
     """
+    if isinstance(redis_deployment.servers, Cluster):
+        yield redis_deployment.servers.shared_client()
+        return
     client = redis_deployment.make_client()
     yield client
     client.close()

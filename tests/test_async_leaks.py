@@ -36,11 +36,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 Count = Callable[[], int]
+Counts = Callable[[], dict[str, int]]
 
 
 @pytest.fixture
-def client_count(redis_deployment: Deployment) -> Iterator[Count]:
-    """Clients connected to every server of the topology (sentinels included).
+def client_counts(redis_deployment: Deployment) -> Iterator[Counts]:
+    """Clients connected to each server of the topology (sentinels included), by URL.
 
     Replication links and the sentinels' own connections are left out: they
     come and go on their own.
@@ -52,19 +53,27 @@ def client_count(redis_deployment: Deployment) -> Iterator[Count]:
         urls = [node.url for node in group.nodes]
     else:
         urls = [redis_deployment.url]
-    watchers = [redis.Redis.from_url(url) for url in urls]
+    watchers = {url: redis.Redis.from_url(url) for url in urls}
 
-    def count() -> int:
-        return sum(
-            1
-            for watcher in watchers
-            for entry in watcher.client_list()
-            if not set(entry["flags"]) & {"S", "M"} and not entry["name"].startswith("sentinel")
-        )
+    def counts() -> dict[str, int]:
+        return {
+            url: sum(
+                1
+                for entry in watcher.client_list()
+                if not set(entry["flags"]) & {"S", "M"} and not entry["name"].startswith("sentinel")
+            )
+            for url, watcher in watchers.items()
+        }
 
-    yield count
-    for watcher in watchers:
+    yield counts
+    for watcher in watchers.values():
         watcher.close()
+
+
+@pytest.fixture
+def client_count(client_counts: Counts) -> Count:
+    """Clients connected to all the topology's servers together."""
+    return lambda: sum(client_counts().values())
 
 
 def settled(count: Count) -> int:
@@ -196,6 +205,24 @@ def test_a_new_loop_releases_clients_of_closed_ones(
         assert wait_for(lambda: client_count() > before)
     asyncio.run(roundtrip())
     assert wait_for(lambda: client_count() <= before)
+    assert unclosed(resource_warnings) == []
+
+
+def test_closed_loops_leave_no_connection_on_any_node(
+    client_counts: Counts, resource_warnings: list[warnings.WarningMessage]
+) -> None:
+    """On a Cluster each loop's client talks to every node: none may keep one."""
+    settled(lambda: sum(client_counts().values()))
+    before = client_counts()
+    for _ in range(LOOPS // 4):
+        closed_loop_with_client()  # each one releases the one before
+    asyncio.run(roundtrip())
+
+    def none_grew() -> bool:
+        now = client_counts()
+        return all(now[url] <= count for url, count in before.items())
+
+    assert wait_for(none_grew), (before, client_counts())
     assert unclosed(resource_warnings) == []
 
 

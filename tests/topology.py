@@ -14,9 +14,10 @@ import shutil
 import socket
 import subprocess
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.cluster
@@ -283,7 +284,9 @@ class Cluster:
         self.nodes = [
             RedisServer(port=cluster_port(taken), args=args) for _ in range(primaries * 2)
         ]
-        self._clients: list[redis.cluster.RedisCluster] = []
+        # Held weakly: a client closed by its test goes with its slot map.
+        self._clients: weakref.WeakSet[redis.cluster.RedisCluster] = weakref.WeakSet()
+        self._shared: InspectionCluster | None = None
 
     @property
     def url(self) -> str:
@@ -380,12 +383,20 @@ class Cluster:
     def client(self) -> redis.cluster.RedisCluster:
         """A raw cluster client whose whole-database commands reach every primary."""
         client = InspectionCluster.from_url(self.url, socket_timeout=2)
-        self._clients.append(client)
+        self._clients.add(client)
         return client
 
+    def shared_client(self) -> InspectionCluster:
+        """One client() for every test: building one reads the slot map and the
+        command table, which costs more than most tests. Closed by close()."""
+        if self._shared is None:
+            self._shared = cast(InspectionCluster, self.client())
+        return self._shared
+
     def close(self) -> None:
-        for client in self._clients:
+        for client in list(self._clients):
             client.close()
+        self._shared = None
         for node in self.nodes:
             node.close()
 
