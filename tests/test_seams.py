@@ -1,0 +1,229 @@
+"""Where features met and broke "logout stays logout": one named test per seam.
+
+Each test drives the real middleware or the store's public API, the way a
+site does, with two features on at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client, override_settings
+
+from django_redis_sessions import codec, timeouts, users
+from django_redis_sessions.session import SessionStore
+from tests.conftest import session_redis
+from tests.test_migration import KEYED, Old, OldDb, OldFile, _url, old_redis, old_redis_url
+from tests.twins import Ops, session_keys
+
+__all__ = ["old_redis", "old_redis_url"]  # fixtures this module borrows
+
+COOKIE = settings.SESSION_COOKIE_NAME
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ada(db: None) -> User:
+    return User.objects.create_user("ada", password="pw")
+
+
+def signed_in_data(user: User) -> dict[str, Any]:
+    return {
+        "_auth_user_id": str(user.pk),
+        "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
+        "_auth_user_hash": user.get_session_auth_hash(),
+    }
+
+
+@pytest.fixture
+def old_db(tmp_path: Any, old_redis: redis.Redis) -> Iterator[Old]:
+    engine = OldDb(tmp_path, _url(old_redis))
+    with override_settings(**engine.settings()):
+        yield engine
+
+
+def with_keys(old: Old, **keys: Any) -> Any:
+    return override_settings(**old.settings(**keys))
+
+
+def whoami(client: Client) -> bytes:
+    return client.get("/whoami/").content
+
+
+def browser_of(key: str) -> Client:
+    client = Client()
+    client.cookies[COOKIE] = key
+    return client
+
+
+def redis_key(key: str) -> str:
+    return codec.redis_key("session:", key)
+
+
+# The issue's own walk: an imported session, ended by every path --------------------
+
+
+@pytest.mark.parametrize("end", ["end_sessions", "aend_sessions", "end_session"])
+def test_ending_an_imported_session_is_final(old_db: Old, ada: User, r: Any, end: str) -> None:
+    key = old_db.make(signed_in_data(ada))
+    client = browser_of(key)
+    assert whoami(client) == b"ada"
+    if end == "end_session":
+        assert users.end_session(ada, codec.digest(key)) is True
+    else:
+        ended = users.end_sessions(ada) if end == "end_sessions" else None
+        if ended is None:
+            from asgiref.sync import async_to_sync
+
+            ended = async_to_sync(users.aend_sessions)(ada)
+        assert ended == 1
+    assert whoami(client) == b"anonymous"
+    assert whoami(browser_of(key)) == b"anonymous"  # not re-imported
+    assert users.get_sessions(ada) == []
+
+
+def test_timeouts_end_an_imported_session_for_good(old_db: Old, ada: User, r: Any) -> None:
+    with with_keys(old_db, idle_timeout=1):
+        key = old_db.make(signed_in_data(ada))
+        client = browser_of(key)
+        assert whoami(client) == b"ada"
+        time.sleep(1.3)  # the idle window passes: Redis drops the key
+        assert whoami(client) == b"anonymous"
+        assert whoami(browser_of(key)) == b"anonymous"
+
+
+# Seam 1: the index and the migration -------------------------------------------------
+
+
+def test_seam1_imported_session_is_indexed_on_first_request(old_db: Old, ada: User) -> None:
+    key = old_db.make(signed_in_data(ada))
+    assert whoami(browser_of(key)) == b"ada"  # the import's own request
+    assert [s.id for s in users.get_sessions(ada)] == [codec.digest(key)]
+
+
+def test_seam1_logout_while_migrating_is_not_listed(old_db: Old, ada: User) -> None:
+    client = Client()
+    client.get("/login/?username=ada")
+    assert len(users.get_sessions(ada)) == 1
+    client.get("/logout/")
+    assert users.get_sessions(ada) == []
+
+
+# Seam 2: a read-only request writes nothing the user can see ----------------------
+
+
+@pytest.mark.parametrize("index", [True, False], ids=["index", "no-index"])
+def test_seam2_read_only_request_keeps_ttl_and_sends_no_cookie(
+    ada: User, r: Any, index: bool
+) -> None:
+    with override_settings(
+        SESSION_REDIS=session_redis(user_index=index, activity_interval=0)
+    ):  # every request is due a last_seen stamp
+        client = Client()
+        client.get("/login/?username=ada")
+        (key,) = session_keys(r)
+        r.pexpire(key, 100_000)
+        seen = users.get_sessions(ada)[0].last_seen if index else None
+        time.sleep(0.01)
+        response = client.get("/whoami/")
+        assert response.content == b"ada"
+        assert COOKIE not in response.cookies
+        assert 0 < r.pttl(key) <= 100_000
+        if index:
+            assert users.get_sessions(ada)[0].last_seen > seen  # the stamp still moves
+
+
+def age_to_1000_seconds_left(old: Old, key: str, old_redis: redis.Redis) -> None:
+    """As if the session had been saved long ago: 1000 s left, no expiry of its own."""
+    if isinstance(old, OldDb):
+        old.expire_in(key, 1000)
+    elif isinstance(old, OldFile):
+        then = time.time() - (settings.SESSION_COOKIE_AGE - 1000)
+        os.utime(os.path.join(old.tmp_path, COOKIE + key), (then, then))
+    else:  # cache and 0.6.2: the key's own TTL
+        (name,) = [n for n in old_redis.keys("*") if n.decode().endswith(key)]
+        old_redis.expire(name, 1000)
+
+
+@pytest.mark.parametrize("source", ["db", "cache", "file", "drs"])
+def test_seam2_imported_sessions_keep_their_remaining_lifetime(
+    source: str, ada: User, r: Any, tmp_path: Any, old_redis: redis.Redis
+) -> None:
+    old = KEYED[source](tmp_path, _url(old_redis))
+    with override_settings(**old.settings(activity_interval=0)):
+        key = old.make(signed_in_data(ada))
+        age_to_1000_seconds_left(old, key, old_redis)
+        client = browser_of(key)
+        for _ in range(3):
+            response = client.get("/whoami/")
+            assert response.content == b"ada"
+            assert 0 < r.pttl(redis_key(key)) <= 1_000_000
+
+
+# Seam 3: an import is capped by the clocks at once ---------------------------------
+
+
+@pytest.mark.parametrize("keys", [{"idle_timeout": 60}, {"absolute_timeout": 60}])
+def test_seam3_imported_ttl_is_capped_by_the_timeouts(
+    old_db: Old, ada: User, r: Any, keys: dict[str, Any]
+) -> None:
+    with with_keys(old_db, **keys):
+        key = old_db.make(signed_in_data(ada), age=1000)
+        assert whoami(browser_of(key)) == b"ada"
+        assert 0 < r.pttl(redis_key(key)) <= 60_000
+
+
+# Seam 4: the absolute deadline belongs to the sign-in --------------------------------
+
+
+def test_seam4_cycle_key_keeps_the_absolute_deadline(ops: Ops, r: Any) -> None:
+    with override_settings(SESSION_REDIS=session_redis(absolute_timeout=60)):
+        store = SessionStore()
+        ops.setitem(store, "_auth_user_id", "1")
+        ops.save(store)
+        anchor = ops.getitem(SessionStore(store.session_key), timeouts.ANCHOR)
+        assert isinstance(anchor, int)
+        time.sleep(0.05)
+        loaded = SessionStore(store.session_key)
+        ops.cycle_key(loaded)  # a periodic rotation: nobody signed in
+        ops.save(loaded)
+        assert ops.getitem(SessionStore(loaded.session_key), timeouts.ANCHOR) == anchor
+        # A sign-in (another user id) starts a new clock.
+        again = SessionStore(loaded.session_key)
+        ops.setitem(again, "_auth_user_id", "2")
+        ops.save(again)
+        assert ops.getitem(SessionStore(again.session_key), timeouts.ANCHOR) > anchor
+
+
+# Seam 5: a rotation racing an end does not bring the session back --------------------
+
+
+@pytest.mark.parametrize("index", [True, False], ids=["index", "no-index"])
+def test_seam5_cycle_key_racing_an_end_stays_ended(
+    ops: Ops, ada: User, r: Any, index: bool
+) -> None:
+    with override_settings(SESSION_REDIS=session_redis(user_index=index)):
+        store = SessionStore()
+        for name, value in signed_in_data(ada).items():
+            ops.setitem(store, name, value)
+        ops.save(store)
+        old_key = store.session_key
+        assert old_key is not None
+        loaded = SessionStore(old_key)
+        ops.items(loaded)  # this request loaded the session ...
+        if index:  # ... then another one ended it
+            assert users.end_sessions(ada) == 1
+        else:
+            SessionStore(old_key).delete()
+        ops.cycle_key(loaded)
+        assert session_keys(r) == []
+        assert loaded.session_key is None or not SessionStore().exists(loaded.session_key)
+        if index:
+            assert users.get_sessions(ada) == []
