@@ -72,8 +72,15 @@ class Store(Protocol):
     """What a layer may use of a session store."""
 
     modified: bool
-    #: Room for layers' own per-request state, each under keys it names.
-    scratch: dict[str, Any]
+    @property
+    def scratch(self) -> dict[str, Any]:
+        """Room for layers' own per-request state, each under keys it names."""
+        ...
+
+    @property
+    def has_scratch(self) -> bool:
+        """Whether a layer put anything there yet (without making the room)."""
+        ...
 
     @property
     def session_key(self) -> str | None: ...
@@ -177,8 +184,10 @@ class Layer:
         must_create: bool,
         write: Steps[None],
     ) -> Steps[None]:
-        """Wrap the write of a save: before it, after it, or instead of it."""
-        return (yield from write)
+        """Wrap the write of a save: before it, after it, or instead of it.
+
+        May return ``write`` itself when there is nothing to add (no wrapper)."""
+        return write
 
     def missing(self, store: Store, cookie: str) -> Steps[Found | None]:
         """A cookie Redis does not know: what is it elsewhere (None: nothing)."""

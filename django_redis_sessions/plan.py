@@ -72,8 +72,7 @@ def build(config: conf.Config) -> Plan:
     users = userindex.configure(config)
     moving = migration.configure(config)
     layers: list[hooks.Layer] = []
-    if users.enabled:
-        layers.append(userindex.Index(users))
+    layers.append(userindex.Index(users) if users.enabled else userindex.Unindexed(users))
     if moving is not None:
         layers.append(migration.Migration(moving, config))
 

@@ -254,6 +254,10 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             scratch = self._scratch = {}
         return scratch
 
+    @property
+    def has_scratch(self) -> bool:
+        return self._scratch is not None
+
     def digest_of(self, session_key: str) -> str:
         return self._digest_of(session_key)
 
@@ -513,9 +517,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             yield from self._clock.before_write(redis_key, data)
         body = codec.dumps(data)
         self._check_size(body, session_key)
-        ttl = self._ttl_ms(data)
-        if lifetime_ms is not None:  # found elsewhere: never outlives what it had left
-            ttl = min(ttl, lifetime_ms)
+        ttl = self._ttl_ms(data, lifetime_ms)
         if must_create:
             return (yield from self._store_new(redis_key, data, body, ttl))
         if ttl <= 0:
@@ -729,18 +731,24 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     def _timed(self, command: tuple[Any, ...], data: dict[str, Any]) -> tuple[Any, ...]:
         return command if self._clock is None else self._clock.command(command, data)
 
-    def _ttl_ms(self, data: dict[str, Any]) -> int:
+    def _ttl_ms(self, data: dict[str, Any], lifetime_ms: int | None = None) -> int:
+        """Django's expiry age of ``data`` in ms, cut by the clock and by ``lifetime_ms``
+        (what a session found elsewhere had left: it never outlives that)."""
         try:
             age = self._expiry_age(data)
-            if not age > 0:
-                return 0
-            ttl = math.ceil(min(age * 1000, MAX_TTL_MS))
-            return ttl if self._clock is None else self._clock.cap(ttl, data)
+            ttl = math.ceil(min(age * 1000, MAX_TTL_MS)) if age > 0 else 0
         except (TypeError, ValueError) as exc:
-            raise TypeError(
-                "Session key '_session_expiry' must be a number of seconds or a datetime, "
-                f"got {data.get('_session_expiry')!r}"
-            ) from exc
+            if lifetime_ms is None:
+                raise TypeError(
+                    "Session key '_session_expiry' must be a number of seconds or a datetime, "
+                    f"got {data.get('_session_expiry')!r}"
+                ) from exc
+            ttl = lifetime_ms  # an old engine's own expiry format: what it said is left
+        if lifetime_ms is not None:
+            ttl = min(ttl, lifetime_ms)
+        if ttl <= 0:
+            return 0
+        return ttl if self._clock is None else self._clock.cap(ttl, data)
 
     def _check_size(self, body: bytes, session_key: str) -> None:
         limit = self._config.max_bytes

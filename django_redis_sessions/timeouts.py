@@ -109,6 +109,9 @@ class Clock:
     def deadline_of(self, data: dict[str, Any]) -> int | None:
         if self.absolute_ms is None:
             return None
+        user = data.get(AUTH_USER_KEY)
+        if user is not None and user != self.user:  # signing in: its clock starts at the save
+            return self.now_ms() + self.absolute_ms
         anchor = data.get(ANCHOR)
         if not isinstance(anchor, int) or isinstance(anchor, bool) or anchor <= 0:
             return None

@@ -256,30 +256,28 @@ class Index(hooks.Layer):
         write: Steps[None],
     ) -> Steps[None]:
         uid = signed_in(data) if AUTH_USER_KEY in data else None
-        owners: dict[str, str] | None = store.scratch.get(OWNERS)
         if uid is None:
-            owner = owners.get(session_key) if owners else None
-            if owner is None and MARKER not in data:  # the common case: an anonymous session
-                return (yield from write)
-            # Signed out without a flush (e.g. clear() and save): the entry goes.
-            marker = marker_of(data)
-            data.pop(MARKER, None)
-            owner = owner or (marker[0] if marker is not None else None)
-            yield from write
-            if owner is not None:
-                _owners(store).pop(session_key, None)
-                key = index_key(self.config.prefix, owner)
-                yield (scripts.HDEL, key, store.digest_of(session_key))
-            return None
+            return unindex(store, self.config, session_key, data, write)
         marker = marker_of(data)
         ttl = store.ttl_ms(data)
         if ttl <= 0:  # the save ends the session: the end path drops the entry
-            return (yield from write)
-        if not (must_create or self._due(marker, uid) or now_ms() + ttl > marker[3]):  # type: ignore[index]
-            return (yield from write)
-        previous = next(
-            (k for k, u in (owners or {}).items() if u == uid and k != session_key), None
-        )
+            return write
+        if must_create or self._due(marker, uid) or now_ms() + ttl > marker[3]:  # type: ignore[index]
+            return self._indexed(store, session_key, uid, data, must_create, ttl, write)
+        return write
+
+    def _indexed(
+        self,
+        store: hooks.Store,
+        session_key: str,
+        uid: str,
+        data: dict[str, Any],
+        must_create: bool,
+        ttl: int,
+        write: Steps[None],
+    ) -> Steps[None]:
+        owners: dict[str, str] = store.scratch.get(OWNERS) or {}
+        previous = next((k for k, u in owners.items() if u == uid and k != session_key), None)
         key, digest, evicted = yield from self._put(
             store,
             session_key,
@@ -313,6 +311,52 @@ class Index(hooks.Layer):
         if uid is not None:
             yield (scripts.HDEL, index_key(self.config.prefix, uid), ending.digest)
         return None
+
+
+def unindex(
+    store: hooks.Store,
+    config: Config,
+    session_key: str,
+    data: dict[str, Any],
+    write: Steps[None],
+) -> Steps[None]:
+    """A save of a session that is no longer indexed: its entry goes, if it had one."""
+    owners: dict[str, str] | None = store.scratch.get(OWNERS) if store.has_scratch else None
+    owner = owners.get(session_key) if owners else None
+    if owner is None and MARKER not in data:  # the common case: an anonymous session
+        return write
+    # Signed out without a flush (e.g. clear() and save), or the index was
+    # switched off: the entry goes.
+    marker = marker_of(data)
+    data.pop(MARKER, None)
+    return _dropped(store, config, session_key, owner or (marker[0] if marker else None), write)
+
+
+def _dropped(
+    store: hooks.Store, config: Config, session_key: str, owner: str | None, write: Steps[None]
+) -> Steps[None]:
+    yield from write
+    if owner is not None:
+        _owners(store).pop(session_key, None)
+        yield (scripts.HDEL, index_key(config.prefix, owner), store.digest_of(session_key))
+    return None
+
+
+class Unindexed(hooks.Layer):
+    """The index switched off: a save of a session still stamped drops its entry."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def around_save(
+        self,
+        store: hooks.Store,
+        session_key: str,
+        data: dict[str, Any],
+        must_create: bool,
+        write: Steps[None],
+    ) -> Steps[None]:
+        return unindex(store, self.config, session_key, data, write)
 
 
 Entries = dict[str, str]

@@ -22,7 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import AsyncClient, override_settings
 from django.utils import timezone
 
-from django_redis_sessions import codec, conf, driver, scripts, signals, timeouts
+from django_redis_sessions import codec, conf, driver, plan, scripts, signals, timeouts
 from django_redis_sessions.exceptions import SessionUnavailable
 from django_redis_sessions.session import SessionStore
 from testproject.redis_server import RedisServer
@@ -95,14 +95,13 @@ def signed_in(ops: Ops, **data: Any) -> SessionStore:
 @pytest.mark.parametrize("bad", [0, -5, 1.5, "1800", True])
 def test_bad_timeout_settings_name_the_key(key: str, bad: Any) -> None:
     with pytest.raises(ImproperlyConfigured, match=rf'SESSION_REDIS\["{key}"\]'):
-        conf.parse({key: bad})
+        plan.parse({key: bad})
 
 
 def test_timeouts_default_to_off() -> None:
-    config = conf.parse({})
-    assert config.idle_timeout is None and config.absolute_timeout is None
-    assert timeouts.clock_for(config) is None
-    assert conf.parse({"idle_timeout": 1800, "absolute_timeout": 43200}).absolute_timeout == 43200
+    assert plan.parse({}).timeouts is None and plan.parse({}).clock is None
+    config = plan.parse({"idle_timeout": 1800, "absolute_timeout": 43200}).timeouts
+    assert config == timeouts.Config(idle_timeout=1800, absolute_timeout=43200)
 
 
 def test_remaining_is_none_without_the_settings(ops: Ops) -> None:
@@ -297,6 +296,7 @@ def test_sign_in_without_a_previous_load_asks_redis_for_the_time(
     with timeout_settings(absolute_timeout=60):
         store = SessionStore()
         ops.cycle_key(store)  # a first visit that signs in: nothing was loaded
+        ops.setitem(store, "_auth_user_id", "1")
         ops.save(store)
         assert 0 <= redis_now_ms(r) - stored_data(r, store)[ANCHOR] < 5_000
         assert ops.get_absolute_remaining(store) in (59, 60)
