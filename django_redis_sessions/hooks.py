@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from django_redis_sessions import codec, conf
@@ -72,6 +73,7 @@ class Store(Protocol):
     """What a layer may use of a session store."""
 
     modified: bool
+
     @property
     def scratch(self) -> dict[str, Any]:
         """Room for layers' own per-request state, each under keys it names."""
@@ -165,7 +167,7 @@ class Clock(Protocol):
 
     def cap_age(self, age: int, data: dict[str, Any]) -> int: ...
 
-    def cap_date(self, date: Any, data: dict[str, Any]) -> Any: ...
+    def cap_date(self, date: datetime, data: dict[str, Any]) -> datetime: ...
 
 
 class Layer:
@@ -173,8 +175,8 @@ class Layer:
 
     def loaded(self, store: Store, session_key: str, data: dict[str, Any]) -> Steps[None]:
         """After a load found the session (may stamp it with ``store.restamp``)."""
+        yield from ()
         return None
-        yield  # pragma: no cover
 
     def around_save(
         self,
@@ -191,8 +193,8 @@ class Layer:
 
     def missing(self, store: Store, cookie: str) -> Steps[Found | None]:
         """A cookie Redis does not know: what is it elsewhere (None: nothing)."""
+        yield from ()
         return None
-        yield  # pragma: no cover
 
     def tombstone_ms(self, store: Store, ending: Ending) -> int:
         """How long an ended session's key must refuse a new write (0: plain DEL)."""
@@ -200,8 +202,8 @@ class Layer:
 
     def ended(self, store: Store, ending: Ending) -> Steps[None]:
         """After the session's key was removed: this layer's part of the end."""
+        yield from ()
         return None
-        yield  # pragma: no cover
 
     def wants_data(self, ending: Ending) -> bool:
         """Whether ``ended`` needs the session's data (read as it is removed)."""

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import redis
 from django.apps import apps
 from django.conf import settings
-from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+from django.contrib.sessions.backends.base import SessionBase, UpdateError
 from django.core import signing
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
@@ -906,9 +906,7 @@ def is_tombstone(reply: Any) -> bool:
     return codec.is_tombstone(reply)
 
 
-def copy_session(
-    store: hooks.Store, key: str, record: Record, dry_run: bool
-) -> Steps[Outcome]:
+def copy_session(store: hooks.Store, key: str, record: Record, dry_run: bool) -> Steps[Outcome]:
     """Copy one session read by ``manage.py migrate_sessions``; never overwrite ours.
 
     ``store`` is a fresh SessionStore: the value is written the way it writes any.

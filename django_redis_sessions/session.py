@@ -285,7 +285,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         )
         if reply == 1:
             self._stored_body = body
-        return reply != 0
+        return bool(reply != 0)
 
     def adopt(self, found: hooks.Found) -> Steps[bool]:
         return self._adopt(found)
@@ -621,7 +621,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             return None
         new_key = self.session_key
         if new_key is not None:
-            yield from self._end(hooks.Ending(self._digest_of(new_key), hooks.CYCLED, new_key, data))
+            ending = hooks.Ending(self._digest_of(new_key), hooks.CYCLED, new_key, data)
+            yield from self._end(ending)
         self._session_key = None
         self._session_cache = {}
         if self._clock is not None:

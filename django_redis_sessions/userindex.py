@@ -369,4 +369,3 @@ def entries(key: str) -> Steps[Entries]:
         logger.warning("Session index %s is not a hash; ignoring it", key)
         return {}
     return {text(field): text(value) for field, value in reply.items()}
-

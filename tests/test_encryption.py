@@ -626,4 +626,5 @@ def test_the_documented_command_makes_a_valid_key() -> None:
     command = crypto.GENERATE_KEY.replace("python", sys.executable, 1)
     key = subprocess.run(command, shell=True, check=True, capture_output=True, text=True)
     config = plan.parse({"encryption_keys": [key.stdout.strip()]}).encryption
-    assert config is not None and config.encryption_keys is not None and config.encryption_keys.current == b"k1"
+    assert config is not None and config.encryption_keys is not None
+    assert config.encryption_keys.current == b"k1"

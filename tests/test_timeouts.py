@@ -22,7 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import AsyncClient, override_settings
 from django.utils import timezone
 
-from django_redis_sessions import codec, conf, driver, plan, scripts, signals, timeouts
+from django_redis_sessions import codec, driver, plan, scripts, signals, timeouts
 from django_redis_sessions.exceptions import SessionUnavailable
 from django_redis_sessions.session import SessionStore
 from testproject.redis_server import RedisServer
