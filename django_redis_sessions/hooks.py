@@ -110,9 +110,10 @@ class Store(Protocol):
         without marking it modified: engine bookkeeping no user sees."""
         ...
 
-    def adopt(self, found: Found) -> Steps[bool]:
+    def adopt(self, found: Found) -> Steps[bool | None]:
         """Store a session found elsewhere as a new one (SET NX, through every cap
-        and layer); False when its key is taken (never overwritten)."""
+        and layer); False when its key is taken (never overwritten), None when
+        it is already over by this engine's clocks (nothing is stored)."""
         ...
 
     def end_steps(self, ending: Ending) -> Steps[bool]:
@@ -160,6 +161,8 @@ class Clock(Protocol):
     def before_write(self, redis_key: str, data: dict[str, Any]) -> Steps[None]: ...
 
     def signed_out(self) -> None: ...
+
+    def adopted(self, data: dict[str, Any]) -> None: ...
 
     def absolute_remaining(self, data: dict[str, Any]) -> int | None: ...
 

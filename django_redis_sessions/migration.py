@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import import_module
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -220,10 +220,16 @@ class Source:
     def delete(self, cookie: str) -> None:
         self._old_store(cookie).delete(cookie)
 
-    def write(self, session_key: str, data: dict[str, Any]) -> None:
-        """Store ``data`` the way the old engine would have saved it."""
+    def write(self, session_key: str, data: dict[str, Any], ttl_ms: int | None = None) -> None:
+        """Store ``data`` the way the old engine would have saved it.
+
+        ``ttl_ms``: the lifetime ours just got (a timeout's cap included); the old
+        copy expires no later, so it can never bring back a session ours let go.
+        """
         old = self._old_store(session_key)
         old._session_cache = dict(data)  # type: ignore[attr-defined]
+        if ttl_ms is not None:
+            _expire_in(old, ttl_ms)
         if old.get_expiry_age() <= 0:
             old.delete(session_key)
             return
@@ -419,6 +425,20 @@ class FileSource(Source):
         import_module(FILE).SessionStore.clear_expired()
 
 
+def _expire_in(store: SessionBase, ttl_ms: int) -> None:
+    """Make an old engine's store save with this lifetime (whole seconds, never more)."""
+    seconds = max(0, ttl_ms // 1000)
+
+    def age(**kwargs: Any) -> int:
+        return seconds
+
+    def date(**kwargs: Any) -> datetime:
+        return timezone.now() + timedelta(seconds=seconds)
+
+    store.get_expiry_age = age  # type: ignore[method-assign]
+    store.get_expiry_date = date  # type: ignore[method-assign]
+
+
 def _file_remaining(expiry: Any, modified: float) -> float:
     """Seconds left, as the file engine reckons them from the data and the mtime."""
     now = time.time()
@@ -458,7 +478,9 @@ class SignedCookieSource(Source):
     def delete(self, cookie: str) -> None:
         """A signed cookie cannot be revoked; the browser drops it on logout."""
 
-    def write(self, session_key: str, data: dict[str, Any]) -> None:  # pragma: no cover
+    def write(  # pragma: no cover
+        self, session_key: str, data: dict[str, Any], ttl_ms: int | None = None
+    ) -> None:
         raise ImproperlyConfigured("signed_cookies has no store to write back to")
 
 
@@ -538,9 +560,11 @@ class DrsSource(Source):
         # Only a value in 0.6.2's format is deleted (never someone else's key).
         self.client.eval(scripts.DELETE_SIGNED.source, 1, self.redis_key(cookie))
 
-    def write(self, session_key: str, data: dict[str, Any]) -> None:
+    def write(self, session_key: str, data: dict[str, Any], ttl_ms: int | None = None) -> None:
         old = SessionBase(session_key)
         old._session_cache = dict(data)  # type: ignore[attr-defined]
+        if ttl_ms is not None:
+            _expire_in(old, ttl_ms)
         age = old.get_expiry_age()
         if age <= 0:  # 0.6.2's SETEX refuses it; the session is over anyway
             self.delete(session_key)
@@ -865,7 +889,8 @@ class Migration(hooks.Layer):
             return None  # the old store has it already
         # The way back: the old store gets every save too.
         digest = store.digest_of(session_key)
-        yield (driver.CALL, _write_back, self.source(), session_key, dict(data), digest)
+        ttl = store.ttl_ms(data)
+        yield (driver.CALL, _write_back, self.source(), session_key, dict(data), ttl, digest)
         return None
 
     def tombstone_ms(self, store: hooks.Store, ending: hooks.Ending) -> int:
@@ -893,11 +918,13 @@ def _age_ms(data: dict[str, Any] | None) -> int:
         return 0
 
 
-def _write_back(source: Source, session_key: str, data: dict[str, Any], digest: str) -> None:
+def _write_back(
+    source: Source, session_key: str, data: dict[str, Any], ttl_ms: int, digest: str
+) -> None:
     # Like Symfony's MigratingSessionHandler, a failed mirror does not fail the
     # request: the session is safe in Redis; only a rollback would see it stale.
     try:
-        source.write(session_key, data)
+        source.write(session_key, data, ttl_ms)
     except Exception as exc:
         logger.error("Could not write session %s back to the old store: %s", digest, exc)
 
@@ -921,4 +948,6 @@ def copy_session(store: hooks.Store, key: str, record: Record, dry_run: bool) ->
         return Outcome.PRESENT if present else Outcome.COPIED
     store.scratch[IMPORTED] = key
     created = yield from store.adopt(hooks.Found(record.data, record.ttl_ms, key))
+    if created is None:  # over by our own clocks (a timeout): nothing to keep
+        return Outcome.EXPIRED
     return Outcome.COPIED if created else Outcome.PRESENT

@@ -287,7 +287,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             self._stored_body = body
         return bool(reply != 0)
 
-    def adopt(self, found: hooks.Found) -> Steps[bool]:
+    def adopt(self, found: hooks.Found) -> Steps[bool | None]:
         return self._adopt(found)
 
     def end_steps(self, ending: hooks.Ending) -> Steps[bool]:
@@ -440,7 +440,11 @@ class SessionStore(AsyncSessionAPI, SessionBase):
                 raise
             if found is None:
                 continue
-            if not (yield from self._adopt(found)):
+            stored = yield from self._adopt(found)
+            if stored is None:  # already over by our clocks: anonymous
+                self._session_cache = {}
+                return {}
+            if not stored:
                 # Its key is taken: a concurrent request stored it first, or an
                 # end left its tombstone. What Redis holds now wins.
                 self._session_key = found.session_key
@@ -448,10 +452,13 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             return self._session_cache
         return {}
 
-    def _adopt(self, found: hooks.Found) -> Steps[bool]:
-        """Store a session found elsewhere with the one create path; False if its key is taken."""
+    def _adopt(self, found: hooks.Found) -> Steps[bool | None]:
+        """Store a session found elsewhere with the one create path: True when
+        stored, False when its key is taken, None when it is already over."""
         self._session_cache = found.data
         self._forget_stored()
+        if self._clock is not None:
+            self._clock.adopted(found.data)
         if found.session_key is None:
             yield from self._create(found.ttl_ms)
         else:
@@ -464,6 +471,9 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         session_key = self.session_key
         if found.stored is not None and session_key is not None:
             yield from found.stored(session_key)
+        if self._stored_version is None:  # its TTL came out at 0: nothing was written
+            self._session_key = None
+            return None
         return True
 
     def _exists(self, session_key: str | None) -> Steps[bool]:
@@ -718,7 +728,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         """The session as this instance last read or wrote it (clear() does not forget it)."""
         body = self._stored_body
         try:
-            return codec.loads(body) if body is not None else self.cached_data()
+            return codec.loads(body) if body is not None else None
         except codec.CorruptSession:  # pragma: no cover - we wrote it
             return None
 

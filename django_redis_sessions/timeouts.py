@@ -202,6 +202,14 @@ class Clock:
             data[ANCHOR] = self.anchor
         return None
 
+    def adopted(self, data: dict[str, Any]) -> None:
+        """A session found elsewhere: if it carries its sign-in time (one this engine
+        wrote back), it keeps that deadline; storing it is no sign-in."""
+        if ANCHOR in data:
+            self.user = data.get(AUTH_USER_KEY)
+            anchor = data[ANCHOR]
+            self.anchor = anchor if isinstance(anchor, int) else None
+
     def signed_out(self) -> None:
         """The session ended (flush()): the next one starts with no sign-in of its own."""
         self.anchor = self.user = None

@@ -229,3 +229,18 @@ def test_seam5_cycle_key_racing_an_end_stays_ended(
         assert loaded.session_key is None or not SessionStore().exists(loaded.session_key)
         if index:
             assert users.get_sessions(ada) == []
+
+
+# The way back (write-back) under a timeout -------------------------------------------
+
+
+def test_write_back_copy_never_outlives_ours_under_a_timeout(old_db: Old, ada: User) -> None:
+    with with_keys(old_db, migrate_write_back=True, idle_timeout=1):
+        key = old_db.make(signed_in_data(ada))
+        client = browser_of(key)
+        assert whoami(client) == b"ada"  # imported; the old row is the way back
+        assert client.get("/counter/").content == b"1"  # a save: written back too
+        assert old_db.has(key)
+        time.sleep(1.3)  # the idle window passes: ours and the old copy are over
+        assert whoami(client) == b"anonymous"
+        assert whoami(browser_of(key)) == b"anonymous"
