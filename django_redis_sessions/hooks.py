@@ -176,9 +176,8 @@ class Clock(Protocol):
 class Layer:
     """A feature's hooks; each defaults to nothing, and the plan calls only overrides."""
 
-    def loaded(self, store: Store, session_key: str, data: dict[str, Any]) -> Steps[None]:
-        """After a load found the session (may stamp it with ``store.restamp``)."""
-        yield from ()
+    def loaded(self, store: Store, session_key: str, data: dict[str, Any]) -> Steps[None] | None:
+        """After a load found the session: None, or steps to run (e.g. ``store.restamp``)."""
         return None
 
     def around_save(

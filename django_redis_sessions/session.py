@@ -424,7 +424,9 @@ class SessionStore(AsyncSessionAPI, SessionBase):
                 self._session_key = None
                 return {}
         for layer in self._plan.loaders:
-            yield from layer.loaded(self, session_key, data)
+            steps = layer.loaded(self, session_key, data)
+            if steps is not None:
+                yield from steps
         return data
 
     def _missed(self) -> Steps[dict[str, Any]]:

@@ -228,7 +228,9 @@ class Index(hooks.Layer):
 
     # Hooks ----------------------------------------------------------------------
 
-    def loaded(self, store: hooks.Store, session_key: str, data: dict[str, Any]) -> Steps[None]:
+    def loaded(
+        self, store: hooks.Store, session_key: str, data: dict[str, Any]
+    ) -> Steps[None] | None:
         if AUTH_USER_KEY not in data:  # the common case: an anonymous session
             return None
         uid = signed_in(data)
@@ -237,6 +239,11 @@ class Index(hooks.Layer):
         _owners(store)[session_key] = uid
         if not self._due(marker_of(data), uid):
             return None
+        return self._stamp(store, session_key, uid, data)
+
+    def _stamp(
+        self, store: hooks.Store, session_key: str, uid: str, data: dict[str, Any]
+    ) -> Steps[None]:
         # last_seen moves: entry first, then the stamp, in place (no new TTL, no cookie).
         key, digest, evicted = yield from self._put(
             store, session_key, uid, data, store.ttl_ms(data)
