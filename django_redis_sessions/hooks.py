@@ -101,10 +101,6 @@ class Store(Protocol):
         """The TTL a save of ``data`` would get (ms; 0: already expired)."""
         ...
 
-    def cached_data(self) -> dict[str, Any] | None:
-        """The session's data as this request holds it, without loading it."""
-        ...
-
     def restamp(self, data: dict[str, Any]) -> Steps[bool]:
         """Rewrite the loaded session with ``data``, keeping its TTL and version, and
         without marking it modified: engine bookkeeping no user sees."""

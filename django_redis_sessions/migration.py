@@ -220,7 +220,7 @@ class Source:
     def delete(self, cookie: str) -> None:
         self._old_store(cookie).delete(cookie)
 
-    def write(self, session_key: str, data: dict[str, Any], ttl_ms: int | None = None) -> None:
+    def write(self, session_key: str, data: dict[str, Any], ttl_ms: int) -> None:
         """Store ``data`` the way the old engine would have saved it.
 
         ``ttl_ms``: the lifetime ours just got (a timeout's cap included); the old
@@ -228,8 +228,7 @@ class Source:
         """
         old = self._old_store(session_key)
         old._session_cache = dict(data)  # type: ignore[attr-defined]
-        if ttl_ms is not None:
-            _expire_in(old, ttl_ms)
+        _expire_in(old, ttl_ms)
         if old.get_expiry_age() <= 0:
             old.delete(session_key)
             return
@@ -479,7 +478,7 @@ class SignedCookieSource(Source):
         """A signed cookie cannot be revoked; the browser drops it on logout."""
 
     def write(  # pragma: no cover
-        self, session_key: str, data: dict[str, Any], ttl_ms: int | None = None
+        self, session_key: str, data: dict[str, Any], ttl_ms: int
     ) -> None:
         raise ImproperlyConfigured("signed_cookies has no store to write back to")
 
@@ -560,11 +559,10 @@ class DrsSource(Source):
         # Only a value in 0.6.2's format is deleted (never someone else's key).
         self.client.eval(scripts.DELETE_SIGNED.source, 1, self.redis_key(cookie))
 
-    def write(self, session_key: str, data: dict[str, Any], ttl_ms: int | None = None) -> None:
+    def write(self, session_key: str, data: dict[str, Any], ttl_ms: int) -> None:
         old = SessionBase(session_key)
         old._session_cache = dict(data)  # type: ignore[attr-defined]
-        if ttl_ms is not None:
-            _expire_in(old, ttl_ms)
+        _expire_in(old, ttl_ms)
         age = old.get_expiry_age()
         if age <= 0:  # 0.6.2's SETEX refuses it; the session is over anyway
             self.delete(session_key)
@@ -798,8 +796,7 @@ def source_for(config: conf.Config) -> Source:
 def build_source(config: conf.Config) -> Source:
     check(config)
     settings_ = configure(config)
-    if settings_ is None:
-        raise _fail("migrate_from", "is not set: there is no old store.")
+    assert settings_ is not None, "only a configured migration has an old store"
     engine = settings_.migrate_from
     if engine in (DB, CACHED_DB):
         return DbSource(engine)
@@ -842,8 +839,9 @@ def report(store_class: type, record: Record, digest: str | None) -> None:
 
 # The layer: the migration's part of each miss, save and end -------------------------
 
-# A store's scratch key: the session key this request imported (not written back).
-IMPORTED = "migration.imported"
+# A store's scratch key: set while a session found in the old store is being
+# stored (it is not written back there).
+IMPORTING = "migration.importing"
 
 
 class Migration(hooks.Layer):
@@ -864,8 +862,10 @@ class Migration(hooks.Layer):
                 report(type(store), record, codec.digest(cookie) if own_key else None)
             return None
 
+        if own_key:  # stored under the same key: the old store has it already
+            store.scratch[IMPORTING] = True
+
         def stored(session_key: str) -> Steps[None]:
-            store.scratch[IMPORTED] = session_key
             # The old record is not needed any more: a later end cannot be undone
             # by importing it again. Kept only as the way back.
             if not own_key or not self.config.migrate_write_back:
@@ -882,11 +882,10 @@ class Migration(hooks.Layer):
         must_create: bool,
         write: Steps[None],
     ) -> Steps[None]:
+        importing = must_create and store.has_scratch and store.scratch.pop(IMPORTING, False)
         yield from write
-        if not self.config.migrate_write_back or store.read_only:
+        if importing or not self.config.migrate_write_back or store.read_only:
             return None
-        if must_create and store.scratch.get(IMPORTED) == session_key:
-            return None  # the old store has it already
         # The way back: the old store gets every save too.
         digest = store.digest_of(session_key)
         ttl = store.ttl_ms(data)
@@ -929,10 +928,6 @@ def _write_back(
         logger.error("Could not write session %s back to the old store: %s", digest, exc)
 
 
-def is_tombstone(reply: Any) -> bool:
-    return codec.is_tombstone(reply)
-
-
 def copy_session(store: hooks.Store, key: str, record: Record, dry_run: bool) -> Steps[Outcome]:
     """Copy one session read by ``manage.py migrate_sessions``; never overwrite ours.
 
@@ -946,7 +941,7 @@ def copy_session(store: hooks.Store, key: str, record: Record, dry_run: bool) ->
     if dry_run:
         present = yield (scripts.EXISTS, store.config.prefix + codec.digest(key))
         return Outcome.PRESENT if present else Outcome.COPIED
-    store.scratch[IMPORTED] = key
+    store.scratch[IMPORTING] = True
     created = yield from store.adopt(hooks.Found(record.data, record.ttl_ms, key))
     if created is None:  # over by our own clocks (a timeout): nothing to keep
         return Outcome.EXPIRED

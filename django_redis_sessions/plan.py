@@ -19,7 +19,6 @@ nobody implements costs the store one empty-tuple test.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -98,24 +97,20 @@ def build(config: conf.Config) -> Plan:
 
 
 _cached: Plan | None = None
-_lock = threading.Lock()
 
 
 def get_plan() -> Plan:
-    """The plan of the current settings (built again when ``conf`` parses them again)."""
+    """The plan of the current settings (built again when ``conf`` parses them again).
+
+    Two threads meeting new settings may both build it: plans are immutable
+    and equal, so either one serves.
+    """
+    global _cached
     config = conf.get_config()
     cached = _cached
-    if cached is not None and cached.config is config:
-        return cached
-    return _rebuild(config)
-
-
-def _rebuild(config: conf.Config) -> Plan:
-    global _cached
-    with _lock:
-        if _cached is None or _cached.config is not config:
-            _cached = build(config)
-        return _cached
+    if cached is None or cached.config is not config:
+        cached = _cached = build(config)
+    return cached
 
 
 @receiver(setting_changed)

@@ -264,13 +264,9 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     def ttl_ms(self, data: dict[str, Any]) -> int:
         return self._ttl_ms(data)
 
-    def cached_data(self) -> dict[str, Any] | None:
-        return getattr(self, "_session_cache", None)
-
     def restamp(self, data: dict[str, Any]) -> Steps[bool]:
         session_key, version = self.session_key, self._stored_version
-        if session_key is None or version is None or self._read_only:
-            return False
+        assert session_key is not None and version is not None, "only a loaded session"
         body = codec.dumps(data)
         limit = self._config.max_bytes
         if limit is not None and len(body) > limit:
@@ -632,9 +628,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         if (yield from self._end(ending)):
             return None
         new_key = self.session_key
-        if new_key is not None:
-            ending = hooks.Ending(self._digest_of(new_key), hooks.CYCLED, new_key, data)
-            yield from self._end(ending)
+        assert new_key is not None  # create() gave it
+        yield from self._end(hooks.Ending(self._digest_of(new_key), hooks.CYCLED, new_key, data))
         self._session_key = None
         self._session_cache = {}
         if self._clock is not None:

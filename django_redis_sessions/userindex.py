@@ -231,10 +231,8 @@ class Index(hooks.Layer):
     def loaded(
         self, store: hooks.Store, session_key: str, data: dict[str, Any]
     ) -> Steps[None] | None:
-        if AUTH_USER_KEY not in data:  # the common case: an anonymous session
-            return None
-        uid = signed_in(data)
-        if uid is None:
+        uid = signed_in(data) if AUTH_USER_KEY in data else None
+        if uid is None:  # the common case: an anonymous session
             return None
         _owners(store)[session_key] = uid
         if not self._due(marker_of(data), uid):
@@ -335,17 +333,17 @@ def unindex(
     # Signed out without a flush (e.g. clear() and save), or the index was
     # switched off: the entry goes.
     marker = marker_of(data)
-    data.pop(MARKER, None)
-    return _dropped(store, config, session_key, owner or (marker[0] if marker else None), write)
+    data.pop(MARKER, None)  # before the write runs: it is not stored again
+    owner = owner or (marker[0] if marker else None)
+    return write if owner is None else _dropped(store, config, session_key, owner, write)
 
 
 def _dropped(
-    store: hooks.Store, config: Config, session_key: str, owner: str | None, write: Steps[None]
+    store: hooks.Store, config: Config, session_key: str, owner: str, write: Steps[None]
 ) -> Steps[None]:
     yield from write
-    if owner is not None:
-        _owners(store).pop(session_key, None)
-        yield (scripts.HDEL, index_key(config.prefix, owner), store.digest_of(session_key))
+    _owners(store).pop(session_key, None)
+    yield (scripts.HDEL, index_key(config.prefix, owner), store.digest_of(session_key))
     return None
 
 

@@ -14,6 +14,7 @@ from django.test import override_settings
 
 import django_redis_sessions
 from django_redis_sessions import hooks, migration, plan, userindex
+from django_redis_sessions.session import SessionStore
 from tests.conftest import session_redis
 
 PACKAGE = "django_redis_sessions"
@@ -156,3 +157,16 @@ def test_a_key_no_one_owns_is_refused_by_name(key: str) -> None:
 
     with pytest.raises(ImproperlyConfigured, match=f"unknown key\\(s\\) '{key}'"):
         plan.parse({key: 1})
+
+
+def test_a_layer_hook_left_alone_does_nothing() -> None:
+    layer, store = hooks.Layer(), SessionStore()
+    ending = hooks.Ending("0" * 32, hooks.DELETED)
+    write = iter([("GET", "k")])
+    assert layer.loaded(store, "k" * 32, {}) is None
+    assert layer.around_save(store, "k" * 32, {}, False, write) is write  # type: ignore[arg-type]
+    assert list(layer.missing(store, "cookie")) == []
+    assert list(layer.ended(store, ending)) == []
+    assert (layer.tombstone_ms(store, ending), layer.wants_data(ending)) == (0, False)
+    layer.clear_expired()
+    assert not any(hooks.overrides(layer, name) for name in ("loaded", "ended", "missing"))

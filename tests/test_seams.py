@@ -18,7 +18,7 @@ from django.contrib.auth.models import User
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from django_redis_sessions import codec, timeouts, users
+from django_redis_sessions import codec, conf, crypto, migration, signals, timeouts, users
 from django_redis_sessions.session import SessionStore
 from tests.conftest import session_redis
 from tests.test_migration import KEYED, Old, OldDb, OldFile, _url, old_redis, old_redis_url
@@ -244,3 +244,113 @@ def test_write_back_copy_never_outlives_ours_under_a_timeout(old_db: Old, ada: U
         time.sleep(1.3)  # the idle window passes: ours and the old copy are over
         assert whoami(client) == b"anonymous"
         assert whoami(browser_of(key)) == b"anonymous"
+
+
+# The one end path: every way a session ends ----------------------------------------
+
+
+@pytest.fixture
+def ended() -> Iterator[list[tuple[str, str]]]:
+    sent: list[tuple[str, str]] = []
+
+    def receiver(sender: Any, digest: str, reason: str, **kwargs: Any) -> None:
+        sent.append((digest, reason))
+
+    signals.session_ended.connect(receiver)
+    yield sent
+    signals.session_ended.disconnect(receiver)
+
+
+def test_every_end_is_signalled_with_its_reason(
+    ada: User, r: Any, ended: list[tuple[str, str]]
+) -> None:
+    with override_settings(SESSION_REDIS=session_redis(max_sessions_per_user=2)):
+        first, second = Client(), Client()
+        first.get("/counter/")
+        old_key = first.cookies[COOKIE].value
+        first.get("/login/?username=ada")  # a sign-in rotates the key
+        assert ended == [(codec.digest(old_key), "cycled")]
+        second.get("/login/?username=ada")
+        Client().get("/login/?username=ada")  # a third: the least recently seen goes
+        assert ended[-1] == (codec.digest(first.cookies[COOKIE].value), "evicted")
+        users.end_sessions(ada, keep=second.cookies[COOKIE].value)
+        assert ended[-1][1] == "ended"
+        second_key = second.cookies[COOKIE].value
+        second.get("/logout/")
+        assert ended[-1] == (codec.digest(second_key), "deleted")
+
+
+def test_ending_a_value_that_is_no_session_still_drops_its_entry(ada: User, r: Any) -> None:
+    client = Client()
+    client.get("/login/?username=ada")
+    (key,) = session_keys(r)
+    r.set(key, b"garbage")  # not ours to read: ended all the same
+    assert users.end_sessions(ada) == 1
+    assert session_keys(r) == [] and users.get_sessions(ada) == []
+
+
+def test_a_rotation_racing_an_end_forgets_the_sign_in(ops: Ops, ada: User, r: Any) -> None:
+    with override_settings(SESSION_REDIS=session_redis(absolute_timeout=60)):
+        store = SessionStore()
+        ops.setitem(store, "_auth_user_id", str(ada.pk))
+        ops.save(store)
+        loaded = SessionStore(store.session_key)
+        ops.items(loaded)
+        users.end_sessions(ada)
+        ops.cycle_key(loaded)
+        assert session_keys(r) == [] and ops.get_absolute_remaining(loaded) is None
+
+
+def test_an_import_already_past_its_deadline_stays_ended(old_db: Old, ada: User, r: Any) -> None:
+    with with_keys(old_db, absolute_timeout=60, migrate_write_back=True):
+        # A copy this engine wrote back, signed in 61 s ago by Redis's clock.
+        seconds, _ = r.time()
+        data = {**signed_in_data(ada), timeouts.ANCHOR: (int(seconds) - 61) * 1000}
+        key = old_db.make(data)
+        assert whoami(browser_of(key)) == b"anonymous"
+        assert session_keys(r) == []
+        assert whoami(browser_of(key)) == b"anonymous"
+
+
+def test_an_import_is_not_written_back_to_where_it_came_from(
+    old_db: Old, ada: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with with_keys(old_db, migrate_write_back=True):
+        writes: list[str] = []
+        source = migration.source_for(conf.get_config())
+        monkeypatch.setattr(source, "write", lambda key, *args: writes.append(key))
+        key = old_db.make(signed_in_data(ada))
+        client = browser_of(key)
+        assert whoami(client) == b"ada"
+        assert writes == []  # the old store has it already
+        client.get("/counter/")
+        assert writes == [key]  # a change goes back
+
+
+def test_a_tombstone_outlives_the_old_copy(old_db: Old, ada: User, r: Any) -> None:
+    three_weeks = 21 * 24 * 3600
+    key = old_db.make({**signed_in_data(ada), "_session_expiry": three_weeks})
+    assert whoami(browser_of(key)) == b"ada"
+    assert users.end_sessions(ada) == 1  # by handle: the data is read as it goes
+    assert r.get(redis_key(key)) == codec.TOMBSTONE
+    assert r.pttl(redis_key(key)) > (three_weeks - 60) * 1000
+    assert migration._age_ms({"_session_expiry": "2999-01-01T00:00:00"}) == 0  # naive: unknown
+
+
+def test_an_encrypted_value_without_keys_is_refused() -> None:
+    bare = crypto.Config(None, None, None, "x:")
+    with pytest.raises(codec.CorruptSession, match="not set"):
+        crypto.unpack(bare, "0" * 32, codec.ENCRYPTED, b"k1:" + b"0" * 40)
+
+
+def test_a_stamp_that_would_pass_max_bytes_waits_for_a_save(ada: User, r: Any) -> None:
+    data = {**signed_in_data(ada), "pad": "x" * 100}
+    body = codec.dumps(data)
+    session_key = "s" * 32
+    with override_settings(SESSION_REDIS=session_redis(max_bytes=len(body) + 10)):
+        value = codec.join(codec.PLAIN, b"1", body)
+        r.set(redis_key(session_key), value, px=60_000)  # stored before the index
+        loaded = SessionStore(session_key).load()  # no error, nothing too big written
+        assert {k: v for k, v in loaded.items() if k != users.MARKER} == data
+        assert r.get(redis_key(session_key)) == value
+        assert [s.id for s in users.get_sessions(ada)] == [codec.digest(session_key)]
