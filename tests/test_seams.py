@@ -287,6 +287,10 @@ def test_ending_a_value_that_is_no_session_still_drops_its_entry(ada: User, r: A
     r.set(key, b"garbage")  # not ours to read: ended all the same
     assert users.end_sessions(ada) == 1
     assert session_keys(r) == [] and users.get_sessions(ada) == []
+    # By key, from a store that never loaded it: read as it goes, owner unknown.
+    r.set(redis_key("g" * 32), b"garbage")
+    SessionStore().delete("g" * 32)
+    assert session_keys(r) == []
 
 
 def test_a_rotation_racing_an_end_forgets_the_sign_in(ops: Ops, ada: User, r: Any) -> None:
