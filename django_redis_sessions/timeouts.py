@@ -159,9 +159,9 @@ class Clock:
             anchor = data.get(ANCHOR, _MISSING)
             if anchor is _MISSING:
                 # Stored before absolute_timeout was set: its clock starts now,
-                # and the request saves that.
+                # written in place (same version and TTL, not a user's change).
                 anchor = data[ANCHOR] = now
-                store.modified = True
+                yield from store.restamp(data)
             deadline = self.deadline_of(data)
             if deadline is None and anchor is not None:
                 suspicious_logger.warning(
