@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import django
 import pytest
 import redis
 from django.conf import settings
@@ -358,3 +359,28 @@ def test_a_stamp_that_would_pass_max_bytes_waits_for_a_save(ada: User, r: Any) -
         assert {k: v for k, v in loaded.items() if k != users.MARKER} == data
         assert r.get(redis_key(session_key)) == value
         assert [s.id for s in users.get_sessions(ada)] == [codec.digest(session_key)]
+
+
+@pytest.mark.skipif(django.VERSION < (5, 0), reason="alogout/auser arrived in Django 5.0")
+def test_the_async_paths_end_an_imported_session_for_good(old_db: Old, ada: User) -> None:
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    key = old_db.make(signed_in_data(ada))
+
+    async def visit(url: str) -> bytes:
+        client = AsyncClient()
+        client.cookies[COOKIE] = key
+        return (await client.get(url)).content
+
+    assert async_to_sync(visit)("/awhoami/") == b"ada"  # imported on the event loop
+    assert [s.id for s in async_to_sync(users.aget_sessions)(ada)] == [codec.digest(key)]
+    assert async_to_sync(users.aend_session)(ada, codec.digest(key)) is True
+    assert async_to_sync(visit)("/awhoami/") == b"anonymous"
+    assert async_to_sync(users.aget_sessions)(ada) == []
+    # A logout on the event loop, while migrating: gone from the index too.
+    key = old_db.make(signed_in_data(ada))
+    assert async_to_sync(visit)("/awhoami/") == b"ada"
+    async_to_sync(visit)("/alogout/")
+    assert async_to_sync(visit)("/awhoami/") == b"anonymous"
+    assert async_to_sync(users.aget_sessions)(ada) == []
