@@ -543,7 +543,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             touch = (scripts.EVALSHA, scripts.TOUCH, redis_key, version, ttl)
             touched = yield self._timed(touch, data)
             if touched == 0:
-                raise UpdateError
+                yield from self._gone(session_key, data)
             return None
         return (yield from self._write(redis_key, data, body, ttl))
 
@@ -576,7 +576,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
                 (scripts.EVALSHA, scripts.SAVE, redis_key, expected, value, ttl), data
             )
             if reply == 0:
-                raise UpdateError
+                yield from self._gone(self.session_key or "", data)
             if reply == 1:
                 self._session_cache = data
                 self._stored_version, self._stored_body = version, body
@@ -604,7 +604,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             (scripts.EVALSHA, scripts.REPLACE, redis_key, fmt, stored, ttl), data
         )
         if reply == 0:
-            raise UpdateError
+            yield from self._gone(self.session_key or "", data)
         self._session_cache = data
         self._stored_version, self._stored_body, self._cleared = b"%d" % reply, body, False
         return None
@@ -635,6 +635,18 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         if self._clock is not None:
             self._clock.signed_out()
         return None
+
+    def _gone(self, session_key: str, data: dict[str, Any]) -> Steps[None]:
+        """A write found the session gone: raise UpdateError (it must not come back).
+
+        Past its deadline, the write's script removed it: that end, too, takes
+        the end path (the index entry, a tombstone while migrating, the signals).
+        """
+        clock = self._clock
+        if clock is not None and clock.past_deadline(data):
+            digest = self._digest_of(session_key)
+            yield from self._end(hooks.Ending(digest, hooks.ABSOLUTE, session_key, data))
+        raise UpdateError
 
     def _end_expired(self, session_key: str, data: dict[str, Any]) -> Steps[None]:
         # A save whose expiry has passed: nothing to keep.

@@ -117,6 +117,10 @@ class Clock:
             return None
         return anchor + self.absolute_ms
 
+    def past_deadline(self, data: dict[str, Any]) -> bool:
+        deadline = self.deadline_of(data)
+        return deadline is not None and deadline <= self.now_ms()
+
     def cap(self, ttl_ms: int, data: dict[str, Any]) -> int:
         """Django's TTL cut to the idle window and to the time left before the deadline."""
         if self.idle_ms is not None:

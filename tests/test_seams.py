@@ -16,6 +16,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.contrib.sessions.backends.base import UpdateError
 from django.test import Client, override_settings
 from django.utils import timezone
 
@@ -384,3 +385,32 @@ def test_the_async_paths_end_an_imported_session_for_good(old_db: Old, ada: User
     async_to_sync(visit)("/alogout/")
     assert async_to_sync(visit)("/awhoami/") == b"anonymous"
     assert async_to_sync(users.aget_sessions)(ada) == []
+
+
+def test_a_deadline_met_in_flight_is_an_end_like_any_other(
+    ops: Ops, ada: User, r: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    timed_out: list[str] = []
+
+    def receiver(sender: Any, reason: str, **kwargs: Any) -> None:
+        timed_out.append(reason)
+
+    with override_settings(SESSION_REDIS=session_redis(absolute_timeout=60)):
+        store = SessionStore()
+        ops.setitem(store, "_auth_user_id", str(ada.pk))
+        ops.save(store)
+        assert len(users.get_sessions(ada)) == 1
+        loaded = SessionStore(store.session_key)
+        data = ops.items(loaded)
+        loaded._session_cache[timeouts.ANCHOR] = data[timeouts.ANCHOR] - 61_000
+        # As if the deadline passed between the TTL's computation and the script.
+        monkeypatch.setattr(timeouts.Clock, "cap", lambda self, ttl, data: ttl)
+        ops.setitem(loaded, "a", 1)
+        signals.session_timed_out.connect(receiver)
+        try:
+            with pytest.raises(UpdateError):
+                ops.save(loaded)
+        finally:
+            signals.session_timed_out.disconnect(receiver)
+        assert timed_out == ["absolute"]
+        assert session_keys(r) == [] and users.get_sessions(ada) == []
