@@ -53,7 +53,7 @@ def cycle(session_key: str, config: Any) -> float:
 
     started = time.perf_counter()
     store = SessionStore(session_key)
-    store._config = config
+    store._config, store._codec = config.config, config.codec  # this variant's plan
     store["visits"] = store.get("visits", 0) + 1
     store.save()
     return time.perf_counter() - started
@@ -75,7 +75,7 @@ def crypto_times(config: Any, data: dict[str, Any], samples: int = 2000) -> tupl
     """Median µs of sealing and of opening one body alone."""
     from django_redis_sessions import codec
 
-    keyring = config.encryption_keys
+    keyring = config.encryption.encryption_keys
     body, digest = codec.dumps(data), codec.digest("a" * 32)
     seal, open_ = [], []
     for _ in range(samples):
@@ -101,11 +101,11 @@ def main() -> int:
             USE_TZ=True,
         )
         django.setup()
-        from django_redis_sessions import conf
+        from django_redis_sessions import plan
         from django_redis_sessions.session import SessionStore
 
-        plain = conf.parse({"url": server.url, "prefix": "bench:"})
-        sealed = conf.parse({"url": server.url, "prefix": "bench:", "encryption_keys": [KEY]})
+        plain = plan.parse({"url": server.url, "prefix": "bench:"})
+        sealed = plan.parse({"url": server.url, "prefix": "bench:", "encryption_keys": [KEY]})
         print(
             f"read-modify-save cycle, median µs ({args.rounds} interleaved rounds "
             f"x {args.cycles} cycles), and sealing/opening alone\n"
@@ -117,7 +117,7 @@ def main() -> int:
             sessions = []
             for config in (plain, sealed):
                 store = SessionStore()
-                store._config = config
+                store._config, store._codec = config.config, config.codec
                 store.update(data)
                 store.save()
                 assert store.session_key is not None

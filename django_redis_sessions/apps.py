@@ -10,12 +10,13 @@ class RedisSessionsConfig(AppConfig):
     def ready(self) -> None:
         from django.apps import apps
 
-        from django_redis_sessions import checks, conf, connection, migration, users
+        from django_redis_sessions import checks, connection, migration, plan, users
 
         # A bad SESSION_REDIS stops every entry point (manage.py, gunicorn,
         # uvicorn) at startup with ImproperlyConfigured naming the key.
-        connection.check_options(conf.get_config())
-        migration.check(conf.get_config())
+        config = plan.get_plan().config
+        connection.check_options(config)
+        migration.check(config)
         checks.register()
         if apps.is_installed("django.contrib.auth"):
             users.connect_signals()

@@ -20,6 +20,10 @@ COMPRESSED = b"z1"
 ENCRYPTED = b"e1"
 FORMATS = (PLAIN, COMPRESSED, ENCRYPTED)
 FIRST_VERSION = b"1"
+# Left at an ended session's key while another store may still hold it (see
+# ``migration``): a write of the session there (SET NX) then fails, and a load
+# reads it as no session.
+TOMBSTONE = b"t1"
 ZLIB_LEVEL = 6
 
 # Django's contract (SessionBase._validate_session_key): 8 characters or more.
@@ -53,6 +57,10 @@ def digest(session_key: str) -> str:
     return hashlib.blake2b(
         session_key.encode("ascii"), digest_size=16, person=b"drs-session-key"
     ).hexdigest()
+
+
+def is_tombstone(value: Any) -> bool:
+    return bool(value == TOMBSTONE or value == TOMBSTONE.decode())
 
 
 def redis_key(prefix: str, session_key: str) -> str:

@@ -1,4 +1,9 @@
-"""The ``SESSION_REDIS`` setting: defaults, validation and a cached, typed view."""
+"""The core of the ``SESSION_REDIS`` setting: where Redis is and how the engine talks to it.
+
+The features (``crypto``, ``timeouts``, ``users``, ``migration``) each own their
+keys and parse them themselves from ``Config.features``; ``plan`` refuses a key
+that no one owns. This module imports nothing of the package.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,6 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-
-from django_redis_sessions import crypto
-from django_redis_sessions.crypto import Keyring
 
 SETTING = "SESSION_REDIS"
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -39,10 +41,6 @@ DEFAULT_MAX_CONFLICT_RETRIES = 50
 # WAIT blocks the request: well under the default socket_timeout, which would
 # otherwise cut the reply off first.
 DEFAULT_WAIT_TIMEOUT = 500
-# The per-user session index (users.py).
-DEFAULT_ACTIVITY_INTERVAL = 60
-DEFAULT_CLIENT_IP = "django_redis_sessions.users.remote_addr"
-DEFAULT_MAX_SESSIONS_PER_USER = 100
 # Reading from replicas would break read-your-writes: a session saved by one
 # request (a login) could be missing in the next one.
 REPLICA_READ_OPTIONS = ("read_from_replicas", "load_balancing_strategy")
@@ -73,24 +71,9 @@ class Config:
     # Durability: after each write, WAIT until this many replicas have it.
     wait_replicas: int = 0
     wait_timeout: int = DEFAULT_WAIT_TIMEOUT
-    # Encryption at rest (see ``crypto``): the parsed keys, and "write" or "require".
-    encryption_keys: Keyring | None = None
-    encryption: str | None = None
-    # Timeouts (seconds; see ``timeouts``): inactivity, and lifetime since sign-in.
-    idle_timeout: int | None = None
-    absolute_timeout: int | None = None
-    # The per-user session index (users.py): on/off, how often last_seen moves
-    # (seconds), where the IP comes from (None: not stored), whether the
-    # user agent is stored, and how many sessions one user keeps at most.
-    user_index: bool = True
-    activity_interval: int = DEFAULT_ACTIVITY_INTERVAL
-    client_ip: str | None = DEFAULT_CLIENT_IP
-    store_user_agent: bool = True
-    max_sessions_per_user: int = DEFAULT_MAX_SESSIONS_PER_USER
-    # Moving sessions from the previous SESSION_ENGINE (migration.py).
-    migrate_from: str | None = None
-    migrate_from_options: Mapping[str, Any] | None = None
-    migrate_write_back: bool = False
+    # The keys that are no core setting, as given: each feature parses its own
+    # (``plan`` builds them and refuses the keys nobody owns).
+    features: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def topology(self) -> str:
@@ -100,15 +83,22 @@ class Config:
         return "cluster" if self.cluster else "single"
 
 
-KNOWN_KEYS = frozenset(Config.__dataclass_fields__)
+KNOWN_KEYS = frozenset(Config.__dataclass_fields__) - {"features"}
 
 
-def _fail(key: str | None, message: str) -> ImproperlyConfigured:
+# Validators, shared with the features' own parsers ------------------------------------
+
+
+def fail(key: str | None, message: str) -> ImproperlyConfigured:
+    """The error for a bad setting, naming the key (and never printing a secret)."""
     where = f'{SETTING}["{key}"]' if key else SETTING
     return ImproperlyConfigured(f"{where}: {message}")
 
 
-def _positive_int(raw: Mapping[str, Any], key: str, *, optional: bool) -> Any:
+_fail = fail
+
+
+def positive_int(raw: Mapping[str, Any], key: str, *, optional: bool) -> Any:
     value = raw.get(key)
     if value is None and optional:
         return None
@@ -117,7 +107,7 @@ def _positive_int(raw: Mapping[str, Any], key: str, *, optional: bool) -> Any:
     return value
 
 
-def _dotted_path(raw: Mapping[str, Any], key: str) -> str | None:
+def dotted_path(raw: Mapping[str, Any], key: str) -> str | None:
     value = raw.get(key)
     if value is None:
         return None
@@ -143,7 +133,7 @@ def validate_url(url: Any, *, host_required: bool = True) -> str:
     return url
 
 
-def _non_negative_int(raw: Mapping[str, Any], key: str, default: int) -> int:
+def non_negative_int(raw: Mapping[str, Any], key: str, default: int) -> int:
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise _fail(key, f"must be an integer >= 0, got {value!r}.")
@@ -216,13 +206,6 @@ def parse(raw: Any) -> Config:
         return Config()
     if not isinstance(raw, Mapping):
         raise _fail(None, f"must be a dict, got {type(raw).__name__}.")
-    unknown = sorted(set(raw) - KNOWN_KEYS)
-    if unknown:
-        raise _fail(
-            None,
-            f"unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"known keys are {', '.join(sorted(KNOWN_KEYS))}.",
-        )
     prefix = raw.get("prefix", DEFAULT_PREFIX)
     if not isinstance(prefix, str):
         raise _fail("prefix", f"must be a string, got {prefix!r}.")
@@ -240,8 +223,8 @@ def parse(raw: Any) -> Config:
                 "request always sees what the previous one saved (e.g. a login).",
             )
     topology = _topology(raw)
-    wait_replicas = _non_negative_int(raw, "wait_replicas", 0)
-    wait_timeout = _positive_int(
+    wait_replicas = non_negative_int(raw, "wait_replicas", 0)
+    wait_timeout = positive_int(
         {"wait_timeout": DEFAULT_WAIT_TIMEOUT, **raw}, "wait_timeout", optional=False
     )
     socket_timeout = options.get("socket_timeout", DEFAULT_OPTIONS["socket_timeout"])
@@ -251,55 +234,34 @@ def parse(raw: Any) -> Config:
             f"{wait_timeout} ms must be shorter than the socket timeout "
             f"({socket_timeout} s), or the socket gives up before WAIT answers.",
         )
-    from django_redis_sessions import migration
-
     return Config(
-        **migration.parse(raw),
         prefix=prefix,
         options=dict(options),
-        client=_dotted_path(raw, "client"),
-        async_client=_dotted_path(raw, "async_client"),
+        client=dotted_path(raw, "client"),
+        async_client=dotted_path(raw, "async_client"),
         on_unavailable=on_unavailable,
-        retry_after=_positive_int(
+        retry_after=positive_int(
             {"retry_after": DEFAULT_RETRY_AFTER, **raw}, "retry_after", optional=False
         ),
-        max_bytes=_positive_int(raw, "max_bytes", optional=True),
-        compress_min_bytes=_positive_int(raw, "compress_min_bytes", optional=True),
-        max_conflict_retries=_positive_int(
+        max_bytes=positive_int(raw, "max_bytes", optional=True),
+        compress_min_bytes=positive_int(raw, "compress_min_bytes", optional=True),
+        max_conflict_retries=positive_int(
             {"max_conflict_retries": DEFAULT_MAX_CONFLICT_RETRIES, **raw},
             "max_conflict_retries",
             optional=False,
         ),
         wait_replicas=wait_replicas,
         wait_timeout=wait_timeout,
-        idle_timeout=_positive_int(raw, "idle_timeout", optional=True),
-        absolute_timeout=_positive_int(raw, "absolute_timeout", optional=True),
-        **_user_index(raw),
+        features={key: value for key, value in raw.items() if key not in KNOWN_KEYS},
         **topology,
-        **crypto.parse_settings(raw),
     )
 
 
-def _flag(raw: Mapping[str, Any], key: str, default: bool) -> bool:
+def flag(raw: Mapping[str, Any], key: str, default: bool) -> bool:
     value = raw.get(key, default)
     if not isinstance(value, bool):
         raise _fail(key, f"must be True or False, got {value!r}.")
     return value
-
-
-def _user_index(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The Config fields of the per-user session index."""
-    return {
-        "user_index": _flag(raw, "user_index", True),
-        "activity_interval": _non_negative_int(raw, "activity_interval", DEFAULT_ACTIVITY_INTERVAL),
-        "client_ip": _dotted_path({"client_ip": DEFAULT_CLIENT_IP, **raw}, "client_ip"),
-        "store_user_agent": _flag(raw, "store_user_agent", True),
-        "max_sessions_per_user": _positive_int(
-            {"max_sessions_per_user": DEFAULT_MAX_SESSIONS_PER_USER, **raw},
-            "max_sessions_per_user",
-            optional=False,
-        ),
-    }
 
 
 def _topology(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -346,10 +308,13 @@ def get_config() -> Config:
     return parse(getattr(settings, SETTING, None))
 
 
+# Settings that the parsed configuration (and what is built from it) depends on.
+WATCHED = (SETTING, "SESSION_COOKIE_AGE")
+
+
 @receiver(setting_changed)
 def _reset(*, setting: str, **kwargs: Any) -> None:
-    if setting in (SETTING, "SESSION_COOKIE_AGE"):
+    # A new Config object: everything cached per configuration (the plan, the
+    # clients) is built again, see ``plan``.
+    if setting in WATCHED:
         get_config.cache_clear()
-        from django_redis_sessions import connection
-
-        connection.reset()

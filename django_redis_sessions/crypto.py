@@ -23,14 +23,12 @@ import hashlib
 import os
 import re
 from collections.abc import Generator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from django_redis_sessions import codec, scripts
-
-if TYPE_CHECKING:
-    from django_redis_sessions.conf import Config
+from django_redis_sessions import codec, conf, hooks, scripts
 
 ENCRYPTED = codec.ENCRYPTED
 MODES = ("read", "write", "require")
@@ -138,9 +136,47 @@ class Keyring:
 
 # Settings ------------------------------------------------------------------------
 
+#: The SESSION_REDIS keys this feature owns.
+KEYS = frozenset({"encryption_keys", "encryption"})
+
+
+@dataclass(frozen=True)
+class Config:
+    """What encryption needs to know: its keys and mode, and the core's compression and prefix."""
+
+    encryption_keys: Keyring | None
+    encryption: str | None
+    compress_min_bytes: int | None
+    prefix: str
+
+
+def configure(core: conf.Config) -> Config | None:
+    """This feature's settings, or None when encryption is off."""
+    parsed = parse_settings(core.features)
+    if parsed["encryption_keys"] is None:
+        return None
+    return Config(**parsed, compress_min_bytes=core.compress_min_bytes, prefix=core.prefix)
+
+
+class Codec(hooks.Codec):
+    """The codec slot with encryption on: values are sealed (and opened) per session."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config.compress_min_bytes)
+        self.config = config
+
+    def seal(self, digest: str, body: bytes) -> tuple[bytes, bytes]:
+        return pack(self.config, digest, body)
+
+    def open(self, digest: str, fmt: bytes, stored_body: bytes) -> bytes:
+        return unpack(self.config, digest, fmt, stored_body)
+
+    def is_current(self, fmt: bytes, stored_body: bytes) -> bool:
+        return is_current(self.config, fmt, stored_body)
+
 
 def parse_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``encryption_keys`` and ``encryption`` fields of the Config."""
+    """The ``encryption_keys`` and ``encryption`` fields of this feature's Config."""
     keys = _parse_keys(raw.get("encryption_keys"))
     mode = raw.get("encryption")
     if mode is not None and mode not in MODES:

@@ -99,7 +99,7 @@ def needs_wait(command: Command) -> bool:
     """Writes wait for replicas; reads and the expiry-only TOUCH script do not."""
     if command[0] is scripts.EVALSHA:
         return command[1] not in scripts.NO_WAIT
-    return command[0] in (scripts.SET, scripts.DEL)
+    return command[0] in (scripts.SET, scripts.DEL, scripts.GETDEL)
 
 
 def _wire(command: Command, *, by_source: bool = False) -> Command:

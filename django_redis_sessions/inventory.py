@@ -23,7 +23,7 @@ import redis
 import redis.cluster
 from redis.exceptions import AskError, MovedError
 
-from django_redis_sessions import codec, conf, crypto, scripts
+from django_redis_sessions import codec, plan, scripts
 from django_redis_sessions.connection import SyncClient
 
 # django.contrib.auth's SESSION_KEY: present in the session of a logged-in user.
@@ -314,7 +314,7 @@ def _count(
     try:
         fmt_bytes, _, body = codec.split(value)
         # Encrypted sessions open with the configured keys, as the engine reads them.
-        data = codec.loads(crypto.unpack(conf.get_config(), digest, fmt_bytes, body))
+        data = codec.loads(plan.get_plan().codec.open(digest, fmt_bytes, body))
     except codec.CorruptSession:
         report.unreadable += 1
         return

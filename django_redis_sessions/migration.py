@@ -4,14 +4,18 @@
 is set:
 
 - a load that misses in Redis reads the old store once and, if the session is
-  live there, writes it into Redis with ``SET NX`` and its remaining lifetime
-  (``import_session``); a cookie that is not one of our 32-character keys is
-  imported under a fresh key;
-- every delete removes the session from both stores, and leaves a short
-  tombstone at our key so that an import racing a logout cannot bring the
-  session back (``delete_both``);
+  live there, hands it to the store, which writes it like any new session
+  (``SET NX``, its remaining lifetime as a cap, the timeouts' cap, the index);
+  a cookie that is not one of our 32-character keys is imported under a fresh
+  key, and the old record is then deleted (also under its own key, unless it
+  is kept as the way back: ``migrate_write_back``);
+- every end of a session (the store's one end path: logout, rotation, another
+  device, the admin, eviction, a timeout) removes it from the old store when
+  its key is known, and leaves a tombstone at our key for as long as the old
+  store could still hold it, so that neither an import racing the end nor a
+  later one brings the session back;
 - with ``SESSION_REDIS["migrate_write_back"]``, every save is also written to the
-  old store, so that switching ``SESSION_ENGINE`` back logs nobody out (``mirror``);
+  old store, so that switching ``SESSION_ENGINE`` back logs nobody out;
 - ``clear_expired`` (``manage.py clearsessions``) prunes the old store too;
 - ``manage.py migrate_sessions`` copies every live session in bulk.
 
@@ -34,15 +38,15 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import import_module
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis
 from django.apps import apps
 from django.conf import settings
-from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+from django.contrib.sessions.backends.base import SessionBase, UpdateError
 from django.core import signing
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
@@ -52,11 +56,9 @@ from django.utils.module_loading import import_string
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from django_redis_sessions import codec, conf, driver, scripts, signals
+from django_redis_sessions import codec, conf, driver, hooks, scripts, signals
 from django_redis_sessions.exceptions import SessionUnavailable
-
-if TYPE_CHECKING:
-    from django_redis_sessions.session import SessionStore, Steps
+from django_redis_sessions.hooks import Steps
 
 T = TypeVar("T")
 logger = logging.getLogger("django_redis_sessions.migration")
@@ -85,10 +87,10 @@ MAX_KEY_LENGTH = 256
 DB_KEY_LENGTH = 40
 FILE_KEY_RE = re.compile(r"[a-z0-9]+")
 
-# Left at our key by a delete while migrating: an import that read the old
-# store before the delete then fails its SET NX. It outlives any import in
-# flight by far (an import is one read and one write).
-TOMBSTONE = b"t1"
+# Left at our key by an end while migrating: an import that read the old store
+# before the end then fails its SET NX, and so does any later one while the old
+# store may still hold the session (its expiry age); never less than this.
+TOMBSTONE = codec.TOMBSTONE
 TOMBSTONE_TTL_MS = 10 * 60 * 1000
 
 # 0.6.2's SESSION_REDIS keys (redis_sessions/settings.py) and their defaults.
@@ -221,10 +223,15 @@ class Source:
     def delete(self, cookie: str) -> None:
         self._old_store(cookie).delete(cookie)
 
-    def write(self, session_key: str, data: dict[str, Any]) -> None:
-        """Store ``data`` the way the old engine would have saved it."""
+    def write(self, session_key: str, data: dict[str, Any], ttl_ms: int) -> None:
+        """Store ``data`` the way the old engine would have saved it.
+
+        ``ttl_ms``: the lifetime ours just got (a timeout's cap included); the old
+        copy expires no later, so it can never bring back a session ours let go.
+        """
         old = self._old_store(session_key)
         old._session_cache = dict(data)  # type: ignore[attr-defined]
+        _expire_in(old, ttl_ms)
         if old.get_expiry_age() <= 0:
             old.delete(session_key)
             return
@@ -420,6 +427,20 @@ class FileSource(Source):
         import_module(FILE).SessionStore.clear_expired()
 
 
+def _expire_in(store: SessionBase, ttl_ms: int) -> None:
+    """Make an old engine's store save with this lifetime (whole seconds, never more)."""
+    seconds = max(0, ttl_ms // 1000)
+
+    def age(**kwargs: Any) -> int:
+        return seconds
+
+    def date(**kwargs: Any) -> datetime:
+        return timezone.now() + timedelta(seconds=seconds)
+
+    store.get_expiry_age = age  # type: ignore[method-assign]
+    store.get_expiry_date = date  # type: ignore[method-assign]
+
+
 def _file_remaining(expiry: Any, modified: float) -> float:
     """Seconds left, as the file engine reckons them from the data and the mtime."""
     now = time.time()
@@ -459,7 +480,9 @@ class SignedCookieSource(Source):
     def delete(self, cookie: str) -> None:
         """A signed cookie cannot be revoked; the browser drops it on logout."""
 
-    def write(self, session_key: str, data: dict[str, Any]) -> None:  # pragma: no cover
+    def write(  # pragma: no cover
+        self, session_key: str, data: dict[str, Any], ttl_ms: int
+    ) -> None:
         raise ImproperlyConfigured("signed_cookies has no store to write back to")
 
 
@@ -539,9 +562,10 @@ class DrsSource(Source):
         # Only a value in 0.6.2's format is deleted (never someone else's key).
         self.client.eval(scripts.DELETE_SIGNED.source, 1, self.redis_key(cookie))
 
-    def write(self, session_key: str, data: dict[str, Any]) -> None:
+    def write(self, session_key: str, data: dict[str, Any], ttl_ms: int) -> None:
         old = SessionBase(session_key)
         old._session_cache = dict(data)  # type: ignore[attr-defined]
+        _expire_in(old, ttl_ms)
         age = old.get_expiry_age()
         if age <= 0:  # 0.6.2's SETEX refuses it; the session is over anyway
             self.delete(session_key)
@@ -612,11 +636,28 @@ def _cookie_age() -> int:
 
 
 def _fail(key: str, message: str) -> ImproperlyConfigured:
-    return conf._fail(key, message)
+    return conf.fail(key, message)
+
+
+#: The SESSION_REDIS keys this feature owns.
+KEYS = frozenset({"migrate_from", "migrate_from_options", "migrate_write_back"})
+
+
+@dataclass(frozen=True)
+class Config:
+    migrate_from: str
+    migrate_from_options: Mapping[str, Any]
+    migrate_write_back: bool
+
+
+def configure(core: conf.Config) -> Config | None:
+    """This feature's settings, or None when no migration is configured."""
+    fields = parse(core.features)
+    return Config(**fields) if fields else None
 
 
 def parse(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The Config fields of the migration keys of ``SESSION_REDIS``, validated."""
+    """The fields of this feature's Config, from ``SESSION_REDIS``, validated."""
     engine = raw.get("migrate_from")
     if engine is None:
         for key in ("migrate_from_options", "migrate_write_back"):
@@ -662,8 +703,11 @@ def parse(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def check(config: conf.Config) -> None:
     """Refuse, at startup, an old keyspace that can overlap ours."""
-    if config.migrate_from == DRS:
-        options = {**DRS_DEFAULTS, **(config.migrate_from_options or {})}
+    settings_ = configure(config)
+    if settings_ is None:
+        return
+    if settings_.migrate_from == DRS:
+        options = {**DRS_DEFAULTS, **settings_.migrate_from_options}
         if not _same_server(options, config):
             return
         prefix = options["prefix"] or ""
@@ -682,7 +726,7 @@ def check(config: conf.Config) -> None:
                 'cookie could name one of our keys. Point "url" at another database '
                 '(e.g. /1) or choose another "prefix" for ours.',
             )
-    elif config.migrate_from == CACHE:
+    elif settings_.migrate_from == CACHE:
         made = caches[settings.SESSION_CACHE_ALIAS].make_key(CACHE_KEY_PREFIX)
         if config.prefix and (made.startswith(config.prefix) or config.prefix.startswith(made)):
             raise _fail(
@@ -761,7 +805,9 @@ def source_for(config: conf.Config) -> Source:
 
 def build_source(config: conf.Config) -> Source:
     check(config)
-    engine = config.migrate_from
+    settings_ = configure(config)
+    assert settings_ is not None, "only a configured migration has an old store"
+    engine = settings_.migrate_from
     if engine in (DB, CACHED_DB):
         return DbSource(engine)
     if engine == CACHE:
@@ -770,7 +816,7 @@ def build_source(config: conf.Config) -> Source:
         return FileSource()
     if engine == SIGNED_COOKIES:
         return SignedCookieSource()
-    return DrsSource(config.migrate_from_options or {}, config)  # parse() allows no other
+    return DrsSource(settings_.migrate_from_options, config)  # parse() allows no other
 
 
 def _guarded(function: Any, *args: Any) -> Any:
@@ -801,96 +847,98 @@ def report(store_class: type, record: Record, digest: str | None) -> None:
         signals.session_migrated.send(store_class, digest=digest, outcome=outcome.value)
 
 
-# Steps: the hooks session.py calls, and the bulk copy ------------------------------
+# The layer: the migration's part of each miss, save and end -------------------------
+
+# A store's scratch key: set while a session found in the old store is being
+# stored (it is not written back there).
+IMPORTING = "migration.importing"
 
 
-def import_session(store: SessionStore, cookie: str) -> Steps[dict[str, Any]]:
-    """Load a session that Redis does not have from the old store, and keep it."""
-    config = store._config
-    source = source_for(config)
-    try:
+class Migration(hooks.Layer):
+    def __init__(self, config: Config, core: conf.Config) -> None:
+        self.config = config
+        self.core = core
+
+    def source(self) -> Source:
+        return source_for(self.core)
+
+    def missing(self, store: hooks.Store, cookie: str) -> Steps[hooks.Found | None]:
+        """What the old store holds for a cookie Redis does not know."""
+        source = self.source()
         record: Record = yield (driver.CALL, _guarded, source.read, cookie)
-    except SessionUnavailable:
-        store._session_key = cookie  # kept (if valid) for when the store is back
-        raise
-    own_key = OWN_KEY_RE.fullmatch(cookie) is not None
-    digest = codec.digest(cookie) if own_key else None
-    if record.data is None:
-        if record.outcome is not Outcome.MISSING:
-            report(type(store), record, digest)
-        return {}
-    data = record.data
-    body = codec.dumps(data)
-    for _ in range(CREATE_ATTEMPTS):
-        key = cookie if own_key else store._get_new_session_key()
-        # Written as the engine writes any new session (SET NX, the same value
-        # format, sealed under this key when encryption is on).
-        store._session_key = key
-        try:
-            yield from store._store_new(store._redis_key(key), data, body, record.ttl_ms)
-        except CreateError:
-            if not own_key:
-                continue
-            # A concurrent request imported it first, or a logout left its
-            # tombstone: what Redis holds now wins, and is never overwritten.
-            store._session_key = key
-            return (yield from store._load())
-        store._session_key = key
-        if not own_key:
-            # A new cookie goes out; the old key must not import again.
-            store.modified = True
-            yield (driver.CALL, _guarded, source.delete, cookie)
-        report(type(store), record, store._digest_of(key))
-        return data
-    raise SessionUnavailable(
-        f"Unable to import a session under a new key in {CREATE_ATTEMPTS} attempts."
-    )
+        own_key = OWN_KEY_RE.fullmatch(cookie) is not None
+        if record.data is None:
+            if record.outcome is not Outcome.MISSING:
+                report(type(store), record, codec.digest(cookie) if own_key else None)
+            return None
 
+        if own_key:  # stored under the same key: the old store has it already
+            store.scratch[IMPORTING] = True
 
-CREATE_ATTEMPTS = 10
+        def stored(session_key: str) -> Steps[None]:
+            # The old record is not needed any more: a later end cannot be undone
+            # by importing it again. Kept only as the way back.
+            if not own_key or not self.config.migrate_write_back:
+                yield (driver.CALL, _guarded, source.delete, cookie)
+            report(type(store), record, store.digest_of(session_key))
 
+        return hooks.Found(record.data, record.ttl_ms, cookie if own_key else None, stored)
 
-def delete_both(store: SessionStore, session_key: str) -> Steps[None]:
-    """Delete a session from ours and from the old store, leaving a tombstone at ours."""
-    if session_key == store._legacy_cookie:
-        store._legacy_cookie = None
-    if codec.is_valid_session_key(session_key):
-        yield (scripts.SET, store._redis_key(session_key), TOMBSTONE, scripts.PX, TOMBSTONE_TTL_MS)
-    source = source_for(store._config)
-    yield (driver.CALL, _guarded, source.delete, session_key)
-    return None
-
-
-def mirror(store: SessionStore, steps: Steps[None]) -> Steps[None]:
-    """Run a save, then write the session to the old store too (the way back)."""
-    yield from steps
-    session_key = store.session_key
-    if session_key is None or store._read_only:
+    def around_save(
+        self,
+        store: hooks.Store,
+        session_key: str,
+        data: dict[str, Any],
+        must_create: bool,
+        write: Steps[None],
+    ) -> Steps[None]:
+        importing = must_create and store.has_scratch and store.scratch.pop(IMPORTING, False)
+        yield from write
+        if importing or not self.config.migrate_write_back or store.read_only:
+            return None
+        # The way back: the old store gets every save too.
+        digest = store.digest_of(session_key)
+        ttl = store.ttl_ms(data)
+        yield (driver.CALL, _write_back, self.source(), session_key, dict(data), ttl, digest)
         return None
-    data = dict(getattr(store, "_session_cache", {}))
-    source = source_for(store._config)
-    yield (driver.CALL, _write_back, source, session_key, data, store._digest_of(session_key))
-    return None
+
+    def tombstone_ms(self, store: hooks.Store, ending: hooks.Ending) -> int:
+        return max(TOMBSTONE_TTL_MS, _cookie_age() * 1000, _age_ms(ending.data))
+
+    def ended(self, store: hooks.Store, ending: hooks.Ending) -> Steps[None]:
+        age = _age_ms(ending.data)
+        if age > max(TOMBSTONE_TTL_MS, _cookie_age() * 1000):  # read as it was removed
+            yield (scripts.PEXPIRE, self.core.prefix + ending.digest, age)
+        if ending.session_key is not None:
+            yield (driver.CALL, _guarded, self.source().delete, ending.session_key)
+        return None
+
+    def clear_expired(self) -> None:
+        self.source().clear_expired()
 
 
-def _write_back(source: Source, session_key: str, data: dict[str, Any], digest: str) -> None:
+def _age_ms(data: dict[str, Any] | None) -> int:
+    """How long the old engine keeps a session with this data, at most, from now."""
+    if not data or not data.get("_session_expiry"):
+        return 0
+    try:
+        return _ms(SessionBase().get_expiry_age(expiry=data["_session_expiry"]))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _write_back(
+    source: Source, session_key: str, data: dict[str, Any], ttl_ms: int, digest: str
+) -> None:
     # Like Symfony's MigratingSessionHandler, a failed mirror does not fail the
     # request: the session is safe in Redis; only a rollback would see it stale.
     try:
-        source.write(session_key, data)
+        source.write(session_key, data, ttl_ms)
     except Exception as exc:
         logger.error("Could not write session %s back to the old store: %s", digest, exc)
 
 
-def clear_expired(config: conf.Config) -> None:
-    source_for(config).clear_expired()
-
-
-def is_tombstone(reply: Any) -> bool:
-    return bool(reply == TOMBSTONE or reply == TOMBSTONE.decode())
-
-
-def copy_session(store: SessionStore, key: str, record: Record, dry_run: bool) -> Steps[Outcome]:
+def copy_session(store: hooks.Store, key: str, record: Record, dry_run: bool) -> Steps[Outcome]:
     """Copy one session read by ``manage.py migrate_sessions``; never overwrite ours.
 
     ``store`` is a fresh SessionStore: the value is written the way it writes any.
@@ -900,13 +948,11 @@ def copy_session(store: SessionStore, key: str, record: Record, dry_run: bool) -
     if OWN_KEY_RE.fullmatch(key) is None:
         # Only a request can hand its browser a new key: left to the lazy import.
         return Outcome.INVALID_KEY
-    redis_key = store._redis_key(key)
     if dry_run:
-        present = yield (scripts.EXISTS, redis_key)
+        present = yield (scripts.EXISTS, store.config.prefix + codec.digest(key))
         return Outcome.PRESENT if present else Outcome.COPIED
-    try:
-        store._session_key = key
-        yield from store._store_new(redis_key, record.data, codec.dumps(record.data), record.ttl_ms)
-    except CreateError:
-        return Outcome.PRESENT
-    return Outcome.COPIED
+    store.scratch[IMPORTING] = True
+    created = yield from store.adopt(hooks.Found(record.data, record.ttl_ms, key))
+    if created is None:  # over by our own clocks (a timeout): nothing to keep
+        return Outcome.EXPIRED
+    return Outcome.COPIED if created else Outcome.PRESENT

@@ -15,6 +15,9 @@ GET = "GET"
 SET = "SET"
 DEL = "DEL"
 EXISTS = "EXISTS"
+# The one end path (session.py): remove a session and read what it held.
+GETDEL = "GETDEL"
+PEXPIRE = "PEXPIRE"
 EVALSHA = "EVALSHA"
 EVAL = "EVAL"
 NX = "NX"
@@ -87,8 +90,10 @@ return 1
 """,
 )
 
-# Re-encrypt a value in place (manage.py reencrypt_sessions): ARGV[2] is the same
-# session as version ARGV[1], sealed with another key, so version and expiry stay.
+# Rewrite a value in place, keeping its version and expiry: ARGV[2] is the same
+# session as version ARGV[1], sealed with another key (manage.py
+# reencrypt_sessions) or with a new engine stamp (the index's last_seen), so
+# requests holding that version still save or refresh it normally.
 # Returns 1 when written, 2 when a write came first, 0 when the session is gone.
 RESEAL = Script(
     "reseal",
@@ -96,6 +101,18 @@ RESEAL = Script(
     + """if ver ~= ARGV[1] then return 2 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1
+""",
+)
+
+# The end path with a tombstone (see ``session._end``): overwrite the session
+# with ARGV[1] (the tombstone) for ARGV[2] ms, returning what it held (nil if
+# nothing). A value of another Redis type is left alone, its error returned.
+TOMBSTONE = Script(
+    "tombstone",
+    """local old = redis.pcall('GET', KEYS[1])
+if type(old) == 'table' then return old end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return old
 """,
 )
 

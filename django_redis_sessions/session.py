@@ -1,8 +1,15 @@
 """The session engine: ``SESSION_ENGINE = "django_redis_sessions.session"``.
 
 Every storage operation is written once, as a generator that yields Redis
-commands and receives their replies; ``_run`` drives it with the sync client and
-``_arun`` with the event loop's asyncio client, so both paths share every rule.
+commands and receives their replies; ``run`` drives it with the sync client and
+``arun`` with the event loop's asyncio client, so both paths share every rule.
+
+This module is the storage contract alone: it imports no feature. Features plug
+in at the extension points of ``hooks`` (a codec, a clock, layers), filled once
+per configuration by ``plan``. Ending a session has one path, ``_end``, that
+every caller takes (logout, ``flush``, the old key of ``cycle_key``, the user
+index's ends, eviction, a timeout, a save past its expiry): it removes the key
+(or leaves a tombstone when a layer asks) and runs every layer's part.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from django.contrib.sessions.backends.base import (
 from django.contrib.sessions.serializers import JSONSerializer
 from django.utils.crypto import get_random_string
 
-from django_redis_sessions import codec, conf, crypto, migration, scripts, signals, timeouts, users
+from django_redis_sessions import codec, conf, hooks, plan, scripts, signals
 from django_redis_sessions.compat import AsyncSessionAPI
 from django_redis_sessions.driver import Command, arun, run
 from django_redis_sessions.exceptions import SessionTooLarge, SessionUnavailable
@@ -55,8 +62,9 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     # The stored value is not as this config writes it (plaintext, or an older
     # encryption key): the next save rewrites it even if the data is unchanged.
     _reseal: bool = False
-    # SESSION_REDIS["migrate_from"]: the cookie, until the old store was asked for it.
-    _legacy_cookie: str | None = None
+    # With a layer that answers misses (a migration): the cookie, until it was asked.
+    _unasked_cookie: str | None = None
+    _scratch: dict[str, Any] | None = None
 
     # SessionBase.__init__ would import SESSION_SERIALIZER on every request; this
     # engine always stores JSON, so the class attribute stands in for it.
@@ -66,10 +74,12 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         self._session_key = session_key
         self.accessed = False
         self.modified = False
-        self._config = conf.get_config()
-        self._clock = timeouts.clock_for(self._config)
-        if self._config.migrate_from is not None and isinstance(session_key, str):
-            self._legacy_cookie = session_key
+        self._plan = active = plan.get_plan()
+        self._config = active.config
+        self._codec = active.codec
+        self._clock: hooks.Clock | None = active.clock() if active.clock is not None else None
+        if active.missers and isinstance(session_key, str):
+            self._unasked_cookie = session_key
 
     # Keys -------------------------------------------------------------------
 
@@ -107,16 +117,16 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         return await self._adrive("exists", self._exists(session_key))
 
     def create(self) -> None:
-        self._drive("create", self._mirrored(self._create()))
+        self._drive("create", self._create())
 
     async def acreate(self) -> None:
-        await self._adrive("create", self._mirrored(self._create()))
+        await self._adrive("create", self._create())
 
     def save(self, must_create: bool = False) -> None:
-        self._drive("save", self._mirrored(self._save(must_create)))
+        self._drive("save", self._save(must_create))
 
     async def asave(self, must_create: bool = False) -> None:
-        await self._adrive("save", self._mirrored(self._save(must_create)))
+        await self._adrive("save", self._save(must_create))
 
     def delete(self, session_key: str | None = None) -> None:
         self._drive("delete", self._delete(session_key))
@@ -131,22 +141,32 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     def flush(self) -> None:
         super().flush()
         if self._clock is not None:
-            self._clock.sign_in(forget=True)
+            self._clock.signed_out()
 
     async def aflush(self) -> None:
         await super().aflush()
         if self._clock is not None:
-            self._clock.sign_in(forget=True)
+            self._clock.signed_out()
+
+    # A rotation keeps the sign-in (and its absolute deadline). Its old key goes
+    # through the one end path; if it was already gone, the session was ended
+    # while this request held it, and the new key must not bring it back.
 
     def cycle_key(self) -> None:
-        if self._clock is not None:
-            self._clock.sign_in()
-        super().cycle_key()
+        data = self._get_session()
+        key = self.session_key
+        self.create()
+        self._session_cache = data
+        if key:
+            self._drive("delete", self._retire(key, data))
 
     async def acycle_key(self) -> None:
-        if self._clock is not None:
-            self._clock.sign_in()
-        await super().acycle_key()
+        data = await self._aget_session()
+        key = self.session_key
+        await self.acreate()
+        self._session_cache = data
+        if key:
+            await self._adrive("delete", self._retire(key, data))
 
     # Timeouts (see ``timeouts``): seconds left, or None when the clock is off.
 
@@ -207,14 +227,13 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     @classmethod
     def clear_expired(cls) -> None:
         """Redis expires every session key itself (its TTL); an old store is pruned."""
-        config = conf.get_config()
-        if config.migrate_from is not None:
-            migration.clear_expired(config)
+        for layer in plan.get_plan().expirers:
+            layer.clear_expired()
 
     @classmethod
     async def aclear_expired(cls) -> None:
         """Redis expires every session key itself (its TTL); an old store is pruned."""
-        if conf.get_config().migrate_from is not None:
+        if plan.get_plan().expirers:
             await sync_to_async(cls.clear_expired)()
 
     @property
@@ -222,10 +241,62 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         """The failure this session met, if Redis could not serve it."""
         return self._unavailable
 
+    # What layers may use (``hooks.Store``) ---------------------------------------
+
+    @property
+    def config(self) -> conf.Config:
+        return self._config
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    @property
+    def scratch(self) -> dict[str, Any]:
+        scratch = self._scratch
+        if scratch is None:
+            scratch = self._scratch = {}
+        return scratch
+
+    @property
+    def has_scratch(self) -> bool:
+        return self._scratch is not None
+
+    def digest_of(self, session_key: str) -> str:
+        return self._digest_of(session_key)
+
+    def ttl_ms(self, data: dict[str, Any]) -> int:
+        return self._ttl_ms(data)
+
+    def restamp(self, data: dict[str, Any]) -> Steps[bool]:
+        session_key, version = self.session_key, self._stored_version
+        assert session_key is not None and version is not None, "only a loaded session"
+        body = codec.dumps(data)
+        limit = self._config.max_bytes
+        if limit is not None and len(body) > limit:
+            return True  # the stamp waits for a save, which reports the size
+        fmt, stored = self._pack(body)
+        reply = yield (
+            scripts.EVALSHA,
+            scripts.RESEAL,
+            self._redis_key(session_key),
+            version,
+            codec.join(fmt, version, stored),
+        )
+        if reply == 1:
+            self._stored_body = body
+        return bool(reply != 0)
+
+    def adopt(self, found: hooks.Found) -> Steps[bool | None]:
+        return self._adopt(found)
+
+    def end_steps(self, ending: hooks.Ending) -> Steps[bool]:
+        return self._end(ending)
+
     # Drivers and the failure policy -----------------------------------------
 
-    # Django loads only a session with a key; while migrating, a cookie that is
-    # no key of ours may still name an old engine's session (a signed cookie).
+    # Django loads only a session with a key; a layer answering misses (a
+    # migration) may still know a cookie that is no key of ours (a signed cookie).
 
     def _get_session(self, no_load: bool = False) -> dict[str, Any]:
         if self._pending_legacy(no_load):
@@ -243,7 +314,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
 
     def _pending_legacy(self, no_load: bool) -> bool:
         return (
-            self._legacy_cookie is not None
+            self._unasked_cookie is not None
             and not no_load
             and self.session_key is None
             and not hasattr(self, "_session_cache")
@@ -308,11 +379,6 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         self._read_only = True
         return {}
 
-    def _mirrored(self, steps: Steps[None]) -> Steps[None]:
-        if self._config.migrate_write_back:  # the way back: saves reach the old store too
-            return migration.mirror(self, steps)
-        return steps
-
     def _digest(self) -> str | None:
         session_key = self.session_key
         return self._digest_of(session_key) if session_key is not None else None
@@ -322,49 +388,95 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     def _load(self) -> Steps[dict[str, Any]]:
         session_key = self.session_key
         if session_key is None:
-            return (yield from self._load_legacy())
+            return (yield from self._missed())
         redis_key = self._redis_key(session_key)
-        if self._clock is None:
+        clock = self._clock
+        if clock is None:
             reply, pttl = (yield (scripts.GET, redis_key)), None
         else:
-            reply, pttl = yield from self._clock.read(redis_key)
+            reply, pttl = yield from clock.read(redis_key)
         if reply is None:
             self._session_key = None
-            return (yield from self._load_legacy())
+            return (yield from self._missed())
+        digest = self._digest_of(session_key)
         try:
             if isinstance(reply, Exception):
                 raise codec.CorruptSession(str(reply))
             fmt, version, stored_body = codec.split(reply)
-            body = crypto.unpack(self._config, self._digest_of(session_key), fmt, stored_body)
+            body = self._codec.open(digest, fmt, stored_body)
             data = codec.loads(body)
             expired = "_session_expiry" in data and self._expiry_age(data) <= 0
         except (codec.CorruptSession, TypeError, ValueError) as exc:
             self._session_key = None
-            if migration.is_tombstone(reply):  # deleted while migrating
+            if codec.is_tombstone(reply):  # ended, while another store may hold it
                 return {}
-            suspicious_logger.warning(
-                "Session data corrupted (session %s): %s", self._digest_of(session_key), exc
-            )
+            suspicious_logger.warning("Session data corrupted (session %s): %s", digest, exc)
             return {}
         if expired:
             self._session_key = None
             return {}
-        if pttl is not None and (
-            yield from self._clock.on_load(self, redis_key, data, version, pttl)  # type: ignore[union-attr]
-        ):
-            self._session_key = None
-            return {}
         self._stored_version, self._stored_body, self._cleared = version, body, False
-        self._reseal = not crypto.is_current(self._config, fmt, stored_body)
-        users.loaded(self, session_key, data)
+        self._reseal = not self._codec.is_current(fmt, stored_body)
+        if clock is not None and pttl is not None:
+            reason = yield from clock.on_load(self, redis_key, data, version, pttl)
+            if reason is not None:  # past a deadline: over, by the one end path
+                yield from self._end(hooks.Ending(digest, reason, session_key, data))
+                self._session_key = None
+                return {}
+        for layer in self._plan.loaders:
+            steps = layer.loaded(self, session_key, data)
+            if steps is not None:
+                yield from steps
         return data
 
-    def _load_legacy(self) -> Steps[dict[str, Any]]:
-        # Not in Redis: while migrating, the old store is asked once per cookie.
-        cookie, self._legacy_cookie = self._legacy_cookie, None
+    def _missed(self) -> Steps[dict[str, Any]]:
+        # Not in Redis: a layer (a migration's old store) is asked once per cookie.
+        cookie, self._unasked_cookie = self._unasked_cookie, None
         if cookie is None:
             return {}
-        return (yield from migration.import_session(self, cookie))
+        for layer in self._plan.missers:
+            try:
+                found = yield from layer.missing(self, cookie)
+            except SessionUnavailable:
+                self._session_key = cookie  # kept (if valid) for when the store is back
+                raise
+            if found is None:
+                continue
+            stored = yield from self._adopt(found)
+            if stored is None:  # already over by our clocks: anonymous
+                self._session_cache = {}
+                return {}
+            if not stored:
+                # Its key is taken: a concurrent request stored it first, or an
+                # end left its tombstone. What Redis holds now wins.
+                self._session_key = found.session_key
+                return (yield from self._load())
+            return self._session_cache
+        return {}
+
+    def _adopt(self, found: hooks.Found) -> Steps[bool | None]:
+        """Store a session found elsewhere with the one create path: True when
+        stored, False when its key is taken, None when it is already over."""
+        self._session_cache = found.data
+        self._forget_stored()
+        if self._clock is not None:
+            self._clock.adopted(found.data)
+        if found.session_key is None:
+            yield from self._create(found.ttl_ms)
+        else:
+            self._session_key = found.session_key
+            try:
+                yield from self._save(True, found.ttl_ms)
+            except CreateError:
+                self._session_key = None
+                return False
+        session_key = self.session_key
+        if found.stored is not None and session_key is not None:
+            yield from found.stored(session_key)
+        if self._stored_version is None:  # its TTL came out at 0: nothing was written
+            self._session_key = None
+            return None
+        return True
 
     def _exists(self, session_key: str | None) -> Steps[bool]:
         if not codec.is_valid_session_key(session_key):
@@ -372,7 +484,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         assert session_key is not None
         return bool((yield (scripts.EXISTS, self._redis_key(session_key))))
 
-    def _create(self) -> Steps[None]:
+    def _create(self, lifetime_ms: int | None = None) -> Steps[None]:
         for _ in range(CREATE_ATTEMPTS):
             new_key = self._get_new_session_key()
             self._session_key = new_key
@@ -384,7 +496,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
                     f"spaces); got {got}."
                 )
             try:
-                yield from self._save(must_create=True)
+                yield from self._save(True, lifetime_ms)
             except CreateError:
                 continue
             self.modified = True
@@ -393,7 +505,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             f"Unable to create a new session key in {CREATE_ATTEMPTS} attempts."
         )
 
-    def _save(self, must_create: bool) -> Steps[None]:
+    def _save(self, must_create: bool, lifetime_ms: int | None = None) -> Steps[None]:
         if self.session_key is None:
             return (yield from self._create())
         data = yield from self._data(no_load=must_create)
@@ -404,22 +516,24 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             # Loading found no session under the cookie's key: it was deleted
             # or expired meanwhile, and a save must not bring it back.
             raise UpdateError
-        index = users.save_plan(self, session_key, data, must_create)
-        steps = self._save_data(session_key, data, must_create)
-        return (yield from (steps if index is None else index.around(steps)))
+        steps = self._save_data(session_key, data, must_create, lifetime_ms)
+        for layer in reversed(self._plan.savers):  # the first layer is outermost
+            steps = layer.around_save(self, session_key, data, must_create, steps)
+        return (yield from steps)
 
-    def _save_data(self, session_key: str, data: dict[str, Any], must_create: bool) -> Steps[None]:
+    def _save_data(
+        self, session_key: str, data: dict[str, Any], must_create: bool, lifetime_ms: int | None
+    ) -> Steps[None]:
         redis_key = self._redis_key(session_key)
         if self._clock is not None:
-            yield from self._clock.before_write(redis_key, data, must_create)
+            yield from self._clock.before_write(redis_key, data)
         body = codec.dumps(data)
         self._check_size(body, session_key)
-        ttl = self._ttl_ms(data)
+        ttl = self._ttl_ms(data, lifetime_ms)
         if must_create:
             return (yield from self._store_new(redis_key, data, body, ttl))
         if ttl <= 0:
-            yield (scripts.DEL, redis_key)
-            self._forget_stored()
+            yield from self._end_expired(session_key, data)
             return None
         version = self._stored_version
         if (
@@ -433,7 +547,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             touch = (scripts.EVALSHA, scripts.TOUCH, redis_key, version, ttl)
             touched = yield self._timed(touch, data)
             if touched == 0:
-                raise UpdateError
+                yield from self._gone(session_key, data)
             return None
         return (yield from self._write(redis_key, data, body, ttl))
 
@@ -466,7 +580,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
                 (scripts.EVALSHA, scripts.SAVE, redis_key, expected, value, ttl), data
             )
             if reply == 0:
-                raise UpdateError
+                yield from self._gone(self.session_key or "", data)
             if reply == 1:
                 self._session_cache = data
                 self._stored_version, self._stored_body = version, body
@@ -481,8 +595,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             self._check_size(body, self.session_key or "")
             ttl = self._ttl_ms(data)
             if ttl <= 0:
-                yield (scripts.DEL, redis_key)
-                self._forget_stored()
+                yield from self._end_expired(self.session_key or "", data)
                 return None
         raise SessionUnavailable(
             f"Session kept changing under {self._config.max_conflict_retries} "
@@ -495,7 +608,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             (scripts.EVALSHA, scripts.REPLACE, redis_key, fmt, stored, ttl), data
         )
         if reply == 0:
-            raise UpdateError
+            yield from self._gone(self.session_key or "", data)
         self._session_cache = data
         self._stored_version, self._stored_body, self._cleared = b"%d" % reply, body, False
         return None
@@ -505,14 +618,82 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             session_key = self.session_key
             if session_key is None:
                 return None
-        if session_key == self.session_key:
-            self._forget_stored()
-        if self._config.migrate_from is not None:
-            return (yield from migration.delete_both(self, session_key))
-        if codec.is_valid_session_key(session_key):
-            yield (scripts.DEL, self._redis_key(session_key))
-            yield from users.deleted(self, session_key)
+        if session_key == self._unasked_cookie:
+            self._unasked_cookie = None
+        if not codec.is_valid_session_key(session_key):
+            return None
+        data = self._loaded_data() if session_key == self.session_key else None
+        ending = hooks.Ending(self._digest_of(session_key), hooks.DELETED, session_key, data)
+        yield from self._end(ending)
         return None
+
+    def _retire(self, old_key: str, data: dict[str, Any]) -> Steps[None]:
+        ending = hooks.Ending(self._digest_of(old_key), hooks.CYCLED, old_key, data)
+        if (yield from self._end(ending)):
+            return None
+        new_key = self.session_key
+        assert new_key is not None  # create() gave it
+        yield from self._end(hooks.Ending(self._digest_of(new_key), hooks.CYCLED, new_key, data))
+        self._session_key = None
+        self._session_cache = {}
+        if self._clock is not None:
+            self._clock.signed_out()
+        return None
+
+    def _gone(self, session_key: str, data: dict[str, Any]) -> Steps[None]:
+        """A write found the session gone: raise UpdateError (it must not come back).
+
+        Past its deadline, the write's script removed it: that end, too, takes
+        the end path (the index entry, a tombstone while migrating, the signals).
+        """
+        clock = self._clock
+        if clock is not None and clock.past_deadline(data):
+            digest = self._digest_of(session_key)
+            yield from self._end(hooks.Ending(digest, hooks.ABSOLUTE, session_key, data))
+        raise UpdateError
+
+    def _end_expired(self, session_key: str, data: dict[str, Any]) -> Steps[None]:
+        # A save whose expiry has passed: nothing to keep.
+        ending = hooks.Ending(self._digest_of(session_key), hooks.EXPIRED, session_key, data)
+        yield from self._end(ending)
+        return None
+
+    def _end(self, ending: hooks.Ending) -> Steps[bool]:
+        """The one end path: remove the session's key, then every layer's part.
+
+        Returns whether the session was still there. With a layer that keeps the
+        session elsewhere too (a migration), the key is overwritten with a
+        tombstone instead, so nothing can write the session back under it.
+        """
+        active = self._plan
+        if ending.session_key is not None and ending.session_key == self.session_key:
+            self._forget_stored()
+        redis_key = self._config.prefix + ending.digest
+        value: Any = None
+        if active.tombstones:
+            ttl = max(layer.tombstone_ms(self, ending) for layer in active.tombstones)
+            value = yield (scripts.EVALSHA, scripts.TOMBSTONE, redis_key, codec.TOMBSTONE, ttl)
+            existed = value is not None and not isinstance(value, Exception)
+            existed = existed and not codec.is_tombstone(value)
+        elif ending.data is None and any(layer.wants_data(ending) for layer in active.enders):
+            value = yield (scripts.GETDEL, redis_key)
+            existed = value is not None and not isinstance(value, Exception)
+        else:
+            existed = (yield (scripts.DEL, redis_key)) == 1
+        if existed and ending.data is None and value is not None:
+            ending.data = self._decoded(ending.digest, value)
+        ending.existed = existed
+        for layer in active.enders:
+            yield from layer.ended(self, ending)
+        self._ended(ending)
+        return existed
+
+    def _ended(self, ending: hooks.Ending) -> None:
+        sender = type(self)
+        if ending.reason in hooks.TIMED_OUT:
+            signals.session_timed_out.send(sender, digest=ending.digest, reason=ending.reason)
+        if ending.existed and signals.session_ended.receivers:
+            signals.session_ended.send(sender, digest=ending.digest, reason=ending.reason)
 
     def _data(self, no_load: bool) -> Steps[dict[str, Any]]:
         """``_get_session()``, with the load (if any) yielded as a command."""
@@ -539,14 +720,30 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         session_key = self.session_key
         assert session_key is not None
         self._reseal = False
-        return crypto.pack(self._config, self._digest_of(session_key), body)
+        return self._codec.seal(self._digest_of(session_key), body)
 
     def _decode_or_empty(self, fmt: bytes, stored_body: bytes) -> dict[str, Any]:
         try:
             digest = self._digest_of(self.session_key or "")
-            return codec.loads(crypto.unpack(self._config, digest, fmt, stored_body))
+            return codec.loads(self._codec.open(digest, fmt, stored_body))
         except codec.CorruptSession:
             return {}
+
+    def _decoded(self, digest: str, value: Any) -> dict[str, Any] | None:
+        """A stored value read by an end, or None when it is no session of ours."""
+        try:
+            fmt, _, stored_body = codec.split(value)
+            return codec.loads(self._codec.open(digest, fmt, stored_body))
+        except (codec.CorruptSession, TypeError):
+            return None
+
+    def _loaded_data(self) -> dict[str, Any] | None:
+        """The session as this instance last read or wrote it (clear() does not forget it)."""
+        body = self._stored_body
+        try:
+            return codec.loads(body) if body is not None else None
+        except codec.CorruptSession:  # pragma: no cover - we wrote it
+            return None
 
     def _expiry_age(self, data: dict[str, Any]) -> float:
         expiry = data.get("_session_expiry")
@@ -558,18 +755,24 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     def _timed(self, command: tuple[Any, ...], data: dict[str, Any]) -> tuple[Any, ...]:
         return command if self._clock is None else self._clock.command(command, data)
 
-    def _ttl_ms(self, data: dict[str, Any]) -> int:
+    def _ttl_ms(self, data: dict[str, Any], lifetime_ms: int | None = None) -> int:
+        """Django's expiry age of ``data`` in ms, cut by the clock and by ``lifetime_ms``
+        (what a session found elsewhere had left: it never outlives that)."""
         try:
             age = self._expiry_age(data)
-            if not age > 0:
-                return 0
-            ttl = math.ceil(min(age * 1000, MAX_TTL_MS))
-            return ttl if self._clock is None else self._clock.cap(ttl, data)
+            ttl = math.ceil(min(age * 1000, MAX_TTL_MS)) if age > 0 else 0
         except (TypeError, ValueError) as exc:
-            raise TypeError(
-                "Session key '_session_expiry' must be a number of seconds or a datetime, "
-                f"got {data.get('_session_expiry')!r}"
-            ) from exc
+            if lifetime_ms is None:
+                raise TypeError(
+                    "Session key '_session_expiry' must be a number of seconds or a datetime, "
+                    f"got {data.get('_session_expiry')!r}"
+                ) from exc
+            ttl = lifetime_ms  # an old engine's own expiry format: what it said is left
+        if lifetime_ms is not None:
+            ttl = min(ttl, lifetime_ms)
+        if ttl <= 0:
+            return 0
+        return ttl if self._clock is None else self._clock.cap(ttl, data)
 
     def _check_size(self, body: bytes, session_key: str) -> None:
         limit = self._config.max_bytes

@@ -27,6 +27,13 @@ save_conflict = Signal()
 #: deadline) are removed by Redis itself; no process sees that, nothing is sent.
 session_timed_out = Signal()
 
+#: The engine ended a session, by its one end path: ``reason`` is "deleted"
+#: (logout, flush), "cycled" (the old key of cycle_key), "ended" (another
+#: device, the admin, a deactivated user: ``users.end_session(s)``), "evicted"
+#: (past ``max_sessions_per_user``), "expired" (a save past its expiry),
+#: "absolute" (read past its deadline). Sent only when the session was there.
+session_ended = Signal()
+
 #: SESSION_REDIS["migrate_from"]: a load found the session in the old store.
 #: ``outcome`` is "copied" (imported), or why it was not: "expired",
 #: "bad signature", "not JSON-able", "invalid key", "unreadable".

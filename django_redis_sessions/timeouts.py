@@ -2,9 +2,10 @@
 
 Both clocks end up in one place, the key's Redis TTL, which every write sets to
 the smallest of the idle window, the time left before the absolute deadline and
-Django's own expiry age. The deadline is counted from sign-in (``cycle_key()``,
-which ``login()`` calls, or the new session after ``flush()``) and kept in the
-session's JSON under ``ANCHOR``; scripts get it as an argument and measure the
+Django's own expiry age. The deadline is counted from sign-in (a save where the
+signed-in user id, ``_auth_user_id``, appears or changes: ``login()``), kept
+across ``cycle_key()`` (a key rotation is no sign-in) and in the session's JSON
+under ``ANCHOR``; scripts get it as an argument and measure the
 time left with Redis's ``TIME``, so app servers' clocks never matter and the
 stored value's header stays ``<format>:<version>:``.
 
@@ -21,16 +22,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.utils import timezone
 
-from django_redis_sessions import conf, scripts, signals
-
-if TYPE_CHECKING:
-    from django_redis_sessions.session import SessionStore
+from django_redis_sessions import conf, hooks, scripts
 
 Steps = Generator[tuple[Any, ...], Any, Any]
 
@@ -44,14 +43,38 @@ REFRESH_FRACTION = 10
 # A TTL longer than the clocks allow by more than this was not set by us (a
 # restored or PERSISTed key): cut it down. Absorbs clock reads a moment apart.
 SLACK_MS = 1000
-IDLE, ABSOLUTE = "idle", "absolute"
+IDLE, ABSOLUTE = hooks.IDLE, hooks.ABSOLUTE
+#: Django's session key for the signed-in user's id (django.contrib.auth.SESSION_KEY).
+AUTH_USER_KEY = "_auth_user_id"
 _MISSING = object()
 
+#: The SESSION_REDIS keys this feature owns.
+KEYS = frozenset({"idle_timeout", "absolute_timeout"})
 
-def clock_for(config: conf.Config) -> Clock | None:
-    if config.idle_timeout is None and config.absolute_timeout is None:
+
+@dataclass(frozen=True)
+class Config:
+    idle_timeout: int | None
+    absolute_timeout: int | None
+
+
+def configure(core: conf.Config) -> Config | None:
+    """This feature's settings (seconds), or None when both clocks are off."""
+    raw: Mapping[str, Any] = core.features
+    idle = conf.positive_int(raw, "idle_timeout", optional=True)
+    absolute = conf.positive_int(raw, "absolute_timeout", optional=True)
+    if idle is None and absolute is None:
         return None
-    return Clock(config.idle_timeout, config.absolute_timeout)
+    return Config(idle, absolute)
+
+
+def clock_factory(config: Config) -> Callable[[], Clock]:
+    """What the plan calls for each store: a fresh clock with these settings."""
+
+    def make() -> Clock:
+        return Clock(config.idle_timeout, config.absolute_timeout)
+
+    return make
 
 
 class Clock:
@@ -64,7 +87,8 @@ class Clock:
         self.offset: float | None = None
         # The sign-in time to keep even if the data is cleared; set by a load or a sign-in.
         self.anchor: int | None = None
-        self.signing_in = False
+        # The user id the stored session was signed in to: a save with another is a sign-in.
+        self.user: Any = None
         # This request slid the idle window without a write: the cookie follows.
         self.refreshed = False
         # When (our clock) the key's TTL, as last read or set, runs out.
@@ -85,10 +109,17 @@ class Clock:
     def deadline_of(self, data: dict[str, Any]) -> int | None:
         if self.absolute_ms is None:
             return None
+        user = data.get(AUTH_USER_KEY)
+        if user is not None and user != self.user:  # signing in: its clock starts at the save
+            return self.now_ms() + self.absolute_ms
         anchor = data.get(ANCHOR)
         if not isinstance(anchor, int) or isinstance(anchor, bool) or anchor <= 0:
             return None
         return anchor + self.absolute_ms
+
+    def past_deadline(self, data: dict[str, Any]) -> bool:
+        deadline = self.deadline_of(data)
+        return deadline is not None and deadline <= self.now_ms()
 
     def cap(self, ttl_ms: int, data: dict[str, Any]) -> int:
         """Django's TTL cut to the idle window and to the time left before the deadline."""
@@ -123,66 +154,69 @@ class Clock:
         return value, int(pttl)
 
     def on_load(
-        self, store: SessionStore, redis_key: str, data: dict[str, Any], version: bytes, pttl: int
+        self, store: hooks.Store, redis_key: str, data: dict[str, Any], version: bytes, pttl: int
     ) -> Steps:
-        """Check a loaded session's clocks; True when it is over (and now removed)."""
+        """Check a loaded session's clocks; the reason it is over, or None."""
         now = self.now_ms()
+        self.user = data.get(AUTH_USER_KEY)
         if self.absolute_ms is not None:
             anchor = data.get(ANCHOR, _MISSING)
             if anchor is _MISSING:
                 # Stored before absolute_timeout was set: its clock starts now,
-                # and the request saves that.
+                # written in place (same version and TTL, not a user's change).
                 anchor = data[ANCHOR] = now
-                store.modified = True
+                yield from store.restamp(data)
             deadline = self.deadline_of(data)
             if deadline is None and anchor is not None:
                 suspicious_logger.warning(
                     "Session sign-in time %r is not one the engine wrote (session %s): "
                     "the session is ended.",
                     anchor,
-                    store._digest(),
+                    redis_key,
                 )
                 deadline = 0  # counts as long past
             if deadline is not None and deadline <= now:
-                yield (scripts.DEL, redis_key)
-                _ended(store, ABSOLUTE)
-                return True
+                return ABSOLUTE
             self.anchor = anchor
-        target = store._ttl_ms(data)
+        target = store.ttl_ms(data)
         if pttl < 0 or pttl > target + SLACK_MS or self._slides(target, pttl):
             yield self.command((scripts.EVALSHA, scripts.TOUCH, redis_key, version, target), data)
             self.refreshed = True
         else:
             self.ttl_until = time.time() + pttl / 1000
-        return False
+        return None
 
     def _slides(self, target: int, pttl: int) -> bool:
         if self.idle_ms is None:
             return False
         return target - pttl > self.idle_ms // REFRESH_FRACTION
 
-    def before_write(self, redis_key: str, data: dict[str, Any], creating: bool) -> Steps:
+    def before_write(self, redis_key: str, data: dict[str, Any]) -> Steps:
         """Stamp the sign-in time into data about to be written (one TIME at sign-in)."""
         if self.absolute_ms is None:
             return None
-        if creating and self.signing_in:
+        user = data.get(AUTH_USER_KEY)
+        if user is not None and user != self.user:  # a sign-in: the clock starts now
             if self.offset is None:
                 seconds, microseconds = yield (scripts.EVALSHA, scripts.NOW, redis_key)
                 self._learn(seconds, microseconds)
             self.anchor = data[ANCHOR] = self.now_ms()
-            self.signing_in = False
+            self.user = user
         elif ANCHOR not in data:  # a new session, or one clear() emptied
             data[ANCHOR] = self.anchor
         return None
 
-    def sign_in(self, *, forget: bool = False) -> None:
-        """The next session created is a sign-in: its absolute clock starts then.
+    def adopted(self, data: dict[str, Any]) -> None:
+        """A session found elsewhere: if it carries its sign-in time (one this engine
+        wrote back), it keeps that deadline; storing it is no sign-in."""
+        if ANCHOR in data:
+            self.user = data.get(AUTH_USER_KEY)
+            anchor = data[ANCHOR]
+            self.anchor = anchor if isinstance(anchor, int) else None
 
-        ``forget``: the old session is gone (flush()), and its sign-in time with it.
-        """
-        self.signing_in = True
-        if forget:
-            self.anchor = None
+    def signed_out(self) -> None:
+        """The session ended (flush()): the next one starts with no sign-in of its own."""
+        self.anchor = self.user = None
 
     # What is left -------------------------------------------------------------------
 
@@ -202,16 +236,12 @@ class Clock:
         left = self.absolute_remaining(data)
         return date if left is None else min(date, timezone.now() + timedelta(seconds=left))
 
-    def idle_remaining(self, store: SessionStore, data: dict[str, Any]) -> int | None:
+    def idle_remaining(self, store: hooks.Store, data: dict[str, Any]) -> int | None:
         if self.idle_ms is None:
             return None
         if self.ttl_until is not None:
             return max(0, math.floor(self.ttl_until - time.time()))
-        return store._ttl_ms(data) // 1000  # not stored yet: what saving it would give
-
-
-def _ended(store: SessionStore, reason: str) -> None:
-    signals.session_timed_out.send(type(store), digest=store._digest(), reason=reason)
+        return store.ttl_ms(data) // 1000  # not stored yet: what saving it would give
 
 
 def cookie_age(session: Any, age: float) -> float:

@@ -28,7 +28,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.test import Client, override_settings
 
-from django_redis_sessions import conf, connection
+from django_redis_sessions import conf, connection, crypto, plan
 from django_redis_sessions.session import SessionStore
 from tests.conftest import session_redis
 
@@ -44,15 +44,36 @@ def code_settings() -> dict[str, Any]:
     """The ``SESSION_REDIS`` keys the code accepts, each with its default.
 
     The one place that knows how the code lists its keys: the settings parser's
-    own refusal of an unknown key names every known one, and a parse of no
-    setting at all holds the defaults.
+    own refusal of an unknown key names every known one (the core's and each
+    feature's), and a parse of no setting at all holds the defaults: the core's
+    config, and each feature's as its own module reads an empty setting.
     """
     with pytest.raises(ImproperlyConfigured) as refused:
-        conf.parse({"not a setting": 1})
+        plan.parse({"not a setting": 1})
     listed = re.search(r"known keys are (.+)\.$", str(refused.value))
     assert listed, refused.value
-    defaults = conf.parse(None)
-    return {key: getattr(defaults, key) for key in listed[1].split(", ")}
+    empty = plan.parse(None)
+    index = empty.users
+    features: dict[str, Any] = {
+        **crypto.parse_settings({}),
+        "idle_timeout": empty.timeouts.idle_timeout if empty.timeouts else None,
+        "absolute_timeout": empty.timeouts.absolute_timeout if empty.timeouts else None,
+        "user_index": index.enabled,
+        "activity_interval": index.activity_interval,
+        "client_ip": index.client_ip,
+        "store_user_agent": index.store_user_agent,
+        "max_sessions_per_user": index.max_sessions_per_user,
+        # No migration: its keys read as absent.
+        "migrate_from": None,
+        "migrate_from_options": {},
+        "migrate_write_back": False,
+    }
+    assert empty.migration is None
+    core = empty.config
+    return {
+        key: features[key] if key in features else getattr(core, key)
+        for key in listed[1].split(", ")
+    }
 
 
 def code_commands() -> set[str]:
@@ -130,7 +151,7 @@ def test_each_documented_example_is_taken_for_its_key() -> None:
         except ValueError:  # an expression, e.g. read from os.environ
             continue
         try:
-            conf.parse({key: example})
+            plan.parse({key: example})
         except ImproperlyConfigured as exc:
             # Alone, some keys need their companions (service_name with sentinels, ...);
             # what matters is that the key itself is known.

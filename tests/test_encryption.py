@@ -24,7 +24,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import AsyncClient, Client, override_settings
 
-from django_redis_sessions import codec, conf, crypto, signals
+from django_redis_sessions import codec, conf, crypto, plan, signals
 from django_redis_sessions.driver import run
 from django_redis_sessions.session import SessionStore
 from tests.conftest import session_redis
@@ -42,6 +42,13 @@ def encrypted(*keys: str, **overrides: Any) -> Any:
 def plaintext(**overrides: Any) -> Any:
     base = {k: v for k, v in session_redis(**overrides).items() if not k.startswith("encryption")}
     return override_settings(SESSION_REDIS=base)
+
+
+def enc() -> crypto.Config:
+    """The encryption settings in effect (the test has encryption on)."""
+    config = plan.get_plan().encryption
+    assert config is not None
+    return config
 
 
 def raw_key(store: SessionStore) -> str:
@@ -120,7 +127,7 @@ def test_compressed_then_encrypted(ops: Ops, r: redis.Redis) -> None:
         store = new_session(ops, **data)
         value = stored(r, store)
         assert len(value) < 1000  # compressed before it was encrypted
-        keyring = conf.get_config().encryption_keys
+        keyring = enc().encryption_keys
         assert keyring is not None
         inner_fmt, inner = keyring.open(store._digest(), codec.split(value)[2])  # type: ignore[arg-type]
         assert inner_fmt == codec.COMPRESSED and zlib.decompress(inner).startswith(b'{"text"')
@@ -131,7 +138,7 @@ def test_cipher_cache_is_bounded(ops: Ops, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(crypto, "CIPHER_CACHE", 2)
     with encrypted(K1):
         stores = [new_session(ops, n=n) for n in range(5)]
-        keyring = conf.get_config().encryption_keys
+        keyring = enc().encryption_keys
         assert keyring is not None and len(keyring._ciphers) <= 2
         assert [ops.load(SessionStore(s.session_key)) for s in stores] == [
             {"n": n} for n in range(5)
@@ -140,7 +147,7 @@ def test_cipher_cache_is_bounded(ops: Ops, monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_keyring_repr_names_ids_not_keys() -> None:
     with encrypted(K1, K2):
-        config = conf.get_config()
+        config = enc()
         assert "k1, k2" in repr(config)
         assert K1.split(":")[1] not in repr(config)
 
@@ -220,7 +227,7 @@ def test_inner_format_must_be_known(
 ) -> None:
     with encrypted(K1):
         store = new_session(ops, a=1)
-        keyring = conf.get_config().encryption_keys
+        keyring = enc().encryption_keys
         assert keyring is not None
         r.set(raw_key(store), b"e1:1:" + keyring.seal(store._digest() or "", b"x9", b"{}"))
         assert_refused(ops, r, store, suspicious, "unrecognised encrypted body")
@@ -282,7 +289,7 @@ def test_plaintext_is_read_then_rewritten_encrypted_under_write(ops: Ops, r: red
         store = new_session(ops, user="ada")
         assert stored(r, store).startswith(b"j1:1:")
     with encrypted(K1):  # "write" is the default with keys
-        assert conf.get_config().encryption == "write"
+        assert enc().encryption == "write"
         again = SessionStore(store.session_key)
         assert ops.load(again) == {"user": "ada"}
         ops.save(again)  # unchanged data, yet rewritten: a touch would keep plaintext
@@ -509,7 +516,7 @@ def test_reseal_follows_a_save_that_came_first(ops: Ops, r: redis.Redis) -> None
         ops.setitem(again, "a", 2)
         ops.save(again)  # version 2, between the batched read and the reseal
     with encrypted(K2, K1):
-        config = conf.get_config()
+        config = enc()
         digest = store._digest() or ""
         assert run(crypto.reseal(config, raw_key(store), digest, read_by_scan)) == crypto.RESEALED
         assert stored(r, store).startswith(b"e1:2:k2:")
@@ -521,7 +528,7 @@ def test_reseal_outcomes_for_gone_and_busy_sessions(ops: Ops, r: redis.Redis) ->
         store = new_session(ops, a=1)
         value = stored(r, store)
     with encrypted(K2, K1):
-        config = conf.get_config()
+        config = enc()
         key, digest = raw_key(store), store._digest() or ""
         # A session rewritten under every attempt: given up on, left to its writers.
         steps = crypto.reseal(config, key, digest, value)
@@ -555,16 +562,16 @@ def test_reencrypt_skips_what_is_not_a_session(r: redis.Redis) -> None:
 
 def test_session_digest_of_redis_keys() -> None:
     with encrypted(K1, prefix="app:"):
-        config = conf.get_config()
+        config = enc()
         assert crypto.session_digest(config, "app:" + "a" * 32) == "a" * 32
         assert crypto.session_digest(config, "app:" + "A" * 32) is None
         assert crypto.session_digest(config, "other:" + "a" * 32) is None
-        assert crypto.is_current(conf.parse({}), codec.PLAIN, b"{}")
+        assert crypto.is_current(crypto.Config(None, None, None, "x:"), codec.PLAIN, b"{}")
 
 
 def test_reseal_counts_a_foreign_type_as_unreadable(r: redis.Redis) -> None:
     with encrypted(K1):
-        config = conf.get_config()
+        config = enc()
         key = config.prefix + "0" * 32
         r.hset(key, "a", "1")
         assert run(crypto.reseal(config, key, "0" * 32, None)) == crypto.UNREADABLE
@@ -592,24 +599,25 @@ def test_reseal_counts_a_foreign_type_as_unreadable(r: redis.Redis) -> None:
 )
 def test_bad_encryption_settings(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(ImproperlyConfigured) as failure:
-        conf.parse(raw)
+        plan.parse(raw)
     assert message in str(failure.value)
     assert K1[3:] not in str(failure.value) and K2[3:] not in str(failure.value)
 
 
 def test_encryption_defaults() -> None:
-    assert conf.parse({}).encryption_keys is None and conf.parse({}).encryption is None
-    assert conf.parse({"encryption_keys": []}).encryption is None
-    config = conf.parse({"encryption_keys": (K1, K2.rstrip("="))})
-    assert config.encryption == "write"
+    assert plan.parse({}).encryption is None
+    assert plan.parse({"encryption_keys": []}).encryption is None
+    config = plan.parse({"encryption_keys": (K1, K2.rstrip("="))}).encryption
+    assert config is not None and config.encryption == "write"
     assert config.encryption_keys is not None and config.encryption_keys.current == b"k1"
-    assert conf.parse({"encryption_keys": [K1], "encryption": "require"}).encryption == "require"
+    required = plan.parse({"encryption_keys": [K1], "encryption": "require"}).encryption
+    assert required is not None and required.encryption == "require"
 
 
 def test_missing_cryptography_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)
     with pytest.raises(ImproperlyConfigured, match=r"django-redis-sessions\[encryption\]"):
-        conf.parse({"encryption_keys": [K1]})
+        plan.parse({"encryption_keys": [K1]})
 
 
 def test_the_documented_command_makes_a_valid_key() -> None:
@@ -617,5 +625,6 @@ def test_the_documented_command_makes_a_valid_key() -> None:
 
     command = crypto.GENERATE_KEY.replace("python", sys.executable, 1)
     key = subprocess.run(command, shell=True, check=True, capture_output=True, text=True)
-    config = conf.parse({"encryption_keys": [key.stdout.strip()]})
-    assert config.encryption_keys is not None and config.encryption_keys.current == b"k1"
+    config = plan.parse({"encryption_keys": [key.stdout.strip()]}).encryption
+    assert config is not None and config.encryption_keys is not None
+    assert config.encryption_keys.current == b"k1"

@@ -22,7 +22,7 @@ from django.contrib.sessions.backends.base import UpdateError
 from django.core.exceptions import ImproperlyConfigured
 from django.test import AsyncClient, Client, override_settings
 
-from django_redis_sessions import codec, conf, users
+from django_redis_sessions import codec, conf, plan, userindex, users
 from django_redis_sessions.exceptions import SessionUnavailable
 from django_redis_sessions.session import SessionStore
 from testproject.redis_server import free_port
@@ -134,7 +134,7 @@ def test_index_lives_as_long_as_its_newest_session(ada: User, r: redis.Redis) ->
     session_ttl = r.pttl("session:" + digest_of(client))
     index_ttl = r.pttl(index_of(ada))
     assert session_ttl > 0
-    interval = conf.get_config().activity_interval * 1000
+    interval = plan.get_plan().users.activity_interval * 1000
     assert session_ttl < index_ttl <= session_ttl + interval + users.SLACK_MS + 1000
 
 
@@ -343,9 +343,9 @@ def test_ordinary_requests_cost_what_they_cost_without_the_index(
     (before,) = users.get_sessions(ada)
 
     # Once activity_interval has passed, one request refreshes last_seen: the
-    # index script first, then the session's save.
-    later = users._now_ms() + conf.get_config().activity_interval * 1000
-    monkeypatch.setattr(users, "_now_ms", lambda: later)
+    # index script first, then the session's stamp, rewritten in place.
+    later = userindex.now_ms() + plan.get_plan().users.activity_interval * 1000
+    monkeypatch.setattr(userindex, "now_ms", lambda: later)
     r.config_resetstat()
     assert whoami(client) == "ada"
     refresh = calls(r)
@@ -448,18 +448,18 @@ def test_client_ip_that_does_not_import_is_named(ada: User) -> None:
 )
 def test_bad_settings_are_refused(key: str, value: Any, message: str) -> None:
     with pytest.raises(ImproperlyConfigured, match=rf'SESSION_REDIS\["{key}"\].*{message}'):
-        conf.parse({key: value})
+        plan.parse({key: value})
 
 
 def test_settings_defaults() -> None:
-    config = conf.parse({})
-    assert (config.user_index, config.activity_interval, config.max_sessions_per_user) == (
+    config = plan.parse({}).users
+    assert (config.enabled, config.activity_interval, config.max_sessions_per_user) == (
         True,
         60,
         100,
     )
     assert config.client_ip == "django_redis_sessions.users.remote_addr"
-    assert conf.parse({"client_ip": None}).client_ip is None
+    assert plan.parse({"client_ip": None}).users.client_ip is None
 
 
 # Bad input ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_redis_sessions import conf, driver, migration
+from django_redis_sessions import driver, migration, plan
 from django_redis_sessions.exceptions import SessionUnavailable
 from django_redis_sessions.migration import Outcome
 from django_redis_sessions.session import SessionStore
@@ -47,8 +47,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, dry_run: bool, batch_size: int, **options: Any) -> None:
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
-        config = conf.get_config()
-        if config.migrate_from is None:
+        active = plan.get_plan()
+        config = active.config
+        if active.migration is None:
             raise CommandError(
                 'Set SESSION_REDIS["migrate_from"] to the engine the site used before '
                 '(e.g. "django.contrib.sessions.backends.db").'

@@ -19,7 +19,7 @@ import redis.cluster
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from redis.exceptions import ResponseError
 
-from django_redis_sessions import conf, connection, crypto, scripts
+from django_redis_sessions import connection, crypto, plan, scripts
 from django_redis_sessions.driver import run
 from django_redis_sessions.exceptions import SessionUnavailable
 
@@ -48,8 +48,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, batch_size: int, dry_run: bool, **options: Any) -> None:
-        config = conf.get_config()
-        if config.encryption_keys is None:
+        config = plan.get_plan().encryption
+        if config is None or config.encryption_keys is None:
             raise CommandError(
                 'SESSION_REDIS["encryption_keys"] is not set: there is no key to encrypt with.'
             )
@@ -80,7 +80,7 @@ class Command(BaseCommand):
 
     def _reseal(
         self,
-        config: conf.Config,
+        config: crypto.Config,
         node: redis.Redis,
         batch: list[str],
         counts: Counter[str],
