@@ -65,7 +65,7 @@ def code_settings() -> dict[str, Any]:
         "max_sessions_per_user": index.max_sessions_per_user,
         # No migration: its keys read as absent.
         "migrate_from": None,
-        "migrate_from_options": {},
+        "migrate_from_options": None,
         "migrate_write_back": False,
     }
     assert empty.migration is None
