@@ -541,7 +541,12 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         try:
             digest = self._digest_of(self.session_key or "")
             return codec.loads(crypto.unpack(self._config, digest, fmt, stored_body))
-        except codec.CorruptSession:
+        except codec.CorruptSession as exc:
+            suspicious_logger.warning(
+                "Session data corrupted (session %s): %s; our changes replace it",
+                self._digest(),
+                exc,
+            )
             return {}
 
     def _expiry_age(self, data: dict[str, Any]) -> float:
