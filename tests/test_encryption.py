@@ -579,11 +579,11 @@ def test_reseal_counts_a_foreign_type_as_unreadable(r: redis.Redis) -> None:
         ({"encryption_keys": K1}, 'SESSION_REDIS["encryption_keys"]: must be a list'),
         ({"encryption_keys": [42]}, "entry 0 must be a '<key id>:<key>' string"),
         ({"encryption_keys": ["nocolon"]}, "entry 0 must be a '<key id>:<key>' string"),
-        ({"encryption_keys": [K1, "bad id:" + K1[3:]]}, "entry 1: the key id must be"),
-        ({"encryption_keys": [":" + K1[3:]]}, "entry 0: the key id must be"),
+        ({"encryption_keys": [K1, "bad id:" + K1[3:]]}, "entry 1: the key id, before the first ':', must be"),
+        ({"encryption_keys": [":" + K1[3:]]}, "entry 0: the key id, before the first ':', must be"),
         ({"encryption_keys": ["k1:" + base64.urlsafe_b64encode(bytes(16)).decode()]}, "32 random"),
-        ({"encryption_keys": ["k1:not base64!"]}, "key 'k1' must be 32 random bytes"),
-        ({"encryption_keys": [K1, "k1:" + K2[3:]]}, "key id 'k1' is listed twice"),
+        ({"encryption_keys": ["k1:not base64!"]}, "entry 0: the key, after the first ':', must be 32 random bytes"),
+        ({"encryption_keys": [K1, "k1:" + K2[3:]]}, "entry 1 repeats the key id of an earlier entry"),
         ({"encryption": "require"}, "SESSION_REDIS[\"encryption\"]: 'require' needs keys"),
         ({"encryption": "write", "encryption_keys": []}, "'write' needs keys"),
         ({"encryption": "on", "encryption_keys": [K1]}, "must be 'read', 'write' or 'require'"),
@@ -619,3 +619,33 @@ def test_the_documented_command_makes_a_valid_key() -> None:
     key = subprocess.run(command, shell=True, check=True, capture_output=True, text=True)
     config = conf.parse({"encryption_keys": [key.stdout.strip()]})
     assert config.encryption_keys is not None and config.encryption_keys.current == b"k1"
+
+
+def _pieces(secret: str, size: int = 6) -> list[str]:
+    return [secret[i : i + size] for i in range(len(secret) - size + 1)]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        K1[3:] + ":k1",  # "<key>:<key id>", the wrong way round
+        K1[3:].rstrip("=") + ":k1",
+        "abcdefghijklmnopqrstuvwxyz012345:k1",  # a secret that looks like a key id
+        "k1:" + K1[3:13],  # a key cut short
+    ],
+)
+def test_a_bad_entry_names_the_setting_and_position_never_the_key(entry: str) -> None:
+    with pytest.raises(ImproperlyConfigured) as failure:
+        conf.parse({"encryption_keys": [K2, entry]})
+    message = str(failure.value)
+    assert message.startswith('SESSION_REDIS["encryption_keys"]: entry 1')
+    secret = max(entry.split(":"), key=len)
+    assert not [piece for piece in _pieces(secret) if piece in message], message
+
+
+def test_a_key_pasted_as_the_mode_is_not_printed() -> None:
+    with pytest.raises(ImproperlyConfigured) as failure:
+        conf.parse({"encryption_keys": [K1], "encryption": K2})
+    message = str(failure.value)
+    assert message.startswith('SESSION_REDIS["encryption"]: must be')
+    assert not [piece for piece in _pieces(K2) if piece in message], message
