@@ -649,3 +649,59 @@ def test_a_key_pasted_as_the_mode_is_not_printed() -> None:
     message = str(failure.value)
     assert message.startswith('SESSION_REDIS["encryption"]: must be')
     assert not [piece for piece in _pieces(K2) if piece in message], message
+
+
+# What encryption protects, and what it does not (README, "Encryption at rest") -------
+# The limits are pinned as they are, so that the README cannot claim more.
+
+
+def test_limit_an_older_value_of_the_same_session_replays(ops: Ops, r: redis.Redis) -> None:
+    with encrypted(K1, encryption="require"):
+        store = new_session(ops, is_admin=True)
+        older = stored(r, store)
+        ops.setitem(store, "is_admin", False)
+        ops.save(store)
+        newer = stored(r, store)
+        # Whoever can write to Redis puts the older ciphertext back, even under
+        # the newer version number: the header's version is not authenticated.
+        fmt, version, _ = codec.split(newer)
+        r.set(raw_key(store), codec.join(fmt, version, codec.split(older)[2]))
+        assert ops.load(SessionStore(store.session_key))["is_admin"] is True
+
+
+def test_limit_a_value_planted_before_the_switch_is_sealed_by_reencrypt(
+    ops: Ops, r: redis.Redis
+) -> None:
+    with plaintext():
+        planted = new_session(ops, is_admin=True)  # written by whoever could write to Redis
+    with encrypted(K1, encryption="write"):
+        assert "1 re-encrypted" in reencrypt()
+    with encrypted(K1, encryption="require"):
+        assert ops.load(SessionStore(planted.session_key)) == {"is_admin": True}
+
+
+def test_protects_a_value_forged_without_the_key(
+    ops: Ops, r: redis.Redis, suspicious: pytest.LogCaptureFixture
+) -> None:
+    with encrypted(K1):
+        store = new_session(ops, is_admin=False)
+    forger = crypto.Keyring([(b"k1", bytes(32))])  # the right id, a guessed key
+    sealed = forger.seal(codec.digest(store.session_key or ""), codec.PLAIN, b'{"is_admin":true}')
+    with encrypted(K1, encryption="require"):
+        r.set(raw_key(store), codec.join(codec.ENCRYPTED, b"2", sealed))
+        assert_refused(ops, r, store, suspicious, "does not decrypt with key 'k1'")
+
+
+def test_protects_against_moving_a_value_to_another_session(ops: Ops, r: redis.Redis) -> None:
+    with encrypted(K1, encryption="require"):
+        admin = new_session(ops, is_admin=True)
+        mallory = new_session(ops, is_admin=False)
+        r.set(raw_key(mallory), stored(r, admin))
+        assert ops.load(SessionStore(mallory.session_key)) == {}
+
+
+def test_protects_the_contents_from_whoever_reads_redis(ops: Ops, r: redis.Redis) -> None:
+    with encrypted(K1):
+        store = new_session(ops, email=SECRET_TEXT)
+        assert SECRET_TEXT.encode() not in stored(r, store)
+        assert b"email" not in stored(r, store)
