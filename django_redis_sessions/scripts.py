@@ -39,7 +39,8 @@ class Script:
 # codec.split()'s header rule in Lua, so that a value the scripts accept is
 # one the engine can read: a known format, then a version without a leading zero.
 assert all(len(fmt) == 2 and fmt.endswith(b"1") for fmt in codec.FORMATS)
-HEADER_LUA = "^[%s]1:([1-9]%%d*):" % "".join(chr(fmt[0]) for fmt in codec.FORMATS)
+_FORMAT_LETTERS = "".join(chr(fmt[0]) for fmt in codec.FORMATS)
+HEADER_LUA = f"^[{_FORMAT_LETTERS}]1:([1-9]%d*):"
 HEADER_BYTES = 2 + 1 + codec.VERSION_DIGITS + 1
 
 # Shared prologue: the stored version, or "return 0" when the session is gone

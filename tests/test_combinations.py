@@ -380,9 +380,7 @@ def end(case: Case, device: Browser, signed_in_at: int) -> None:
         assert device.get("/acycle/" if case.is_async else "/cycle/").content == b"cycled"
         assert device.cookie != old and device.whoami() == "alice"
     elif ending == END_SESSION:
-        (mine,) = [
-            s.id for s in users.get_sessions(case.uid, current=device.cookie) if s.current
-        ]
+        (mine,) = [s.id for s in users.get_sessions(case.uid, current=device.cookie) if s.current]
         assert case.call(users.end_session, users.aend_session, alice, mine) is True
     elif ending == END_SESSIONS:
         assert case.call(users.end_sessions, users.aend_sessions, alice) == 1
@@ -455,9 +453,10 @@ def test_the_matrix_covers_every_pair_with_every_ending() -> None:
         for pair in itertools.combinations(FEATURES, 2):
             if ending in WAITS and WAITS[ending] not in pair:
                 continue
-            assert any(
-                w.ending == ending and set(pair) <= w.features for w in WORLDS
-            ), (ending, pair)
+            assert any(w.ending == ending and set(pair) <= w.features for w in WORLDS), (
+                ending,
+                pair,
+            )
     for ending in ENDINGS:
         for source in SOURCES:
             assert any(w.ending == ending and w.source == source for w in WORLDS)
@@ -522,7 +521,7 @@ def aged_file(user: User, old_redis: redis.Redis) -> str:
     import os
 
     key = old_session(migration.FILE, user)
-    path = os.path.join(django_settings.SESSION_FILE_PATH, COOKIE + key)
+    path = os.path.join(str(django_settings.SESSION_FILE_PATH), COOKIE + key)
     then = time.time() - (AGE - LEFT)
     os.utime(path, (then, then))
     return key

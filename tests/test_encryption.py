@@ -579,11 +579,20 @@ def test_reseal_counts_a_foreign_type_as_unreadable(r: redis.Redis) -> None:
         ({"encryption_keys": K1}, 'SESSION_REDIS["encryption_keys"]: must be a list'),
         ({"encryption_keys": [42]}, "entry 0 must be a '<key id>:<key>' string"),
         ({"encryption_keys": ["nocolon"]}, "entry 0 must be a '<key id>:<key>' string"),
-        ({"encryption_keys": [K1, "bad id:" + K1[3:]]}, "entry 1: the key id, before the first ':', must be"),
+        (
+            {"encryption_keys": [K1, "bad id:" + K1[3:]]},
+            "entry 1: the key id, before the first ':', must be",
+        ),
         ({"encryption_keys": [":" + K1[3:]]}, "entry 0: the key id, before the first ':', must be"),
         ({"encryption_keys": ["k1:" + base64.urlsafe_b64encode(bytes(16)).decode()]}, "32 random"),
-        ({"encryption_keys": ["k1:not base64!"]}, "entry 0: the key, after the first ':', must be 32 random bytes"),
-        ({"encryption_keys": [K1, "k1:" + K2[3:]]}, "entry 1 repeats the key id of an earlier entry"),
+        (
+            {"encryption_keys": ["k1:not base64!"]},
+            "entry 0: the key, after the first ':', must be 32 random bytes",
+        ),
+        (
+            {"encryption_keys": [K1, "k1:" + K2[3:]]},
+            "entry 1 repeats the key id of an earlier entry",
+        ),
         ({"encryption": "require"}, "SESSION_REDIS[\"encryption\"]: 'require' needs keys"),
         ({"encryption": "write", "encryption_keys": []}, "'write' needs keys"),
         ({"encryption": "on", "encryption_keys": [K1]}, "must be 'read', 'write' or 'require'"),

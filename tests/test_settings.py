@@ -237,10 +237,21 @@ def test_a_bad_url_is_named_without_its_password(url: str) -> None:
         ({"options": [("password", "hunter2secret")]}, "options"),
         ({"url": b"redis://:hunter2secret@host/0"}, "url"),
         (
-            {"sentinels": [("h", 26379)], "service_name": "m", "sentinel_options": ["hunter2secret"]},
+            {
+                "sentinels": [("h", 26379)],
+                "service_name": "m",
+                "sentinel_options": ["hunter2secret"],
+            },
             "sentinel_options",
         ),
-        ({"url": "redis://:hunter2secret@node:6379/0", "sentinels": [("h", 26379)], "service_name": "m"}, "url"),
+        (
+            {
+                "url": "redis://:hunter2secret@node:6379/0",
+                "sentinels": [("h", 26379)],
+                "service_name": "m",
+            },
+            "url",
+        ),
         ({"url": "redis://:hunter2secret@node:6379/3", "cluster": True}, "url"),
     ],
 )
