@@ -65,7 +65,7 @@ def site(settings: Any, r: Any) -> Iterator[None]:
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_header_planted_between_load_and_save_is_no_500(
-    site: None, mode: str, r: Any, caplog: pytest.LogCaptureFixture
+    site: None, middleware: str, mode: str, r: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     client: Any = AsyncClient() if mode == "async" else Client()
 
