@@ -221,6 +221,7 @@ def test_sync_client_only_serves_async_calls_from_a_thread(redis_url: str) -> No
         "redis://:hunter2secret@localhost:99999/0",
         "unix://?password=hunter2secret",
         "redis://hunter2secret@/0",
+        "redis://:hunter2secret@[::1/0",
     ],
 )
 def test_a_bad_url_is_named_without_its_password(url: str) -> None:
