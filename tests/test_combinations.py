@@ -428,6 +428,7 @@ def login_rotates_the_key(case: Case) -> None:
         device.get("/set/cart/book/")
     assert device.get(device.view("get")).json()["cart"] == "book"
     old = device.cookie
+    assert old is not None
     device.login("alice")
     assert device.cookie != old and device.whoami() == "alice"
     replay = case.browser(old)
