@@ -32,7 +32,10 @@ ZLIB_LEVEL = 6
 MIN_KEY_LENGTH = 8
 MAX_KEY_LENGTH = 256
 SESSION_KEY_RE = re.compile(r"[!-~]+")
-_VERSION_RE = re.compile(rb"[1-9][0-9]{0,15}")
+# A version is 1 to VERSION_DIGITS digits, no leading zero. The scripts'
+# header check is built from the same constants (scripts.HEADER_LUA).
+VERSION_DIGITS = 16
+_VERSION_RE = re.compile(rb"[1-9][0-9]{0,%d}" % (VERSION_DIGITS - 1))
 
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _compact_ascii = json.JSONEncoder(separators=(",", ":")).encode
@@ -106,6 +109,8 @@ def split(value: bytes | str) -> tuple[bytes, bytes, bytes]:
     """Return ``(format, version, stored body)`` of a stored value, or raise CorruptSession."""
     if isinstance(value, str):  # a client configured with decode_responses=True
         value = value.encode("utf-8", "surrogateescape")
+    if not isinstance(value, bytes):
+        raise CorruptSession(f"a {type(value).__name__}, not a stored value")
     parts = value.split(b":", 2)
     if len(parts) != 3 or parts[0] not in FORMATS or not _VERSION_RE.fullmatch(parts[1]):
         raise CorruptSession("unrecognised header")

@@ -8,6 +8,7 @@ that no one owns. This module imports nothing of the package.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,20 +117,39 @@ def dotted_path(raw: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
+_PASSWORD_PARAM = re.compile(r"(?i)(\bpassword=)[^&]*")
+
+
+def shown_url(url: str) -> str:
+    """A URL for an error message: credentials (userinfo, ?password=) masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "the URL"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = _PASSWORD_PARAM.sub(r"\1***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return repr(url)
+    shown = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    return repr(shown)
+
+
 def validate_url(url: Any, *, host_required: bool = True) -> str:
     if not isinstance(url, str):
-        raise _fail("url", f"must be a string, got {url!r}.")
+        raise _fail("url", f"must be a string, got a {type(url).__name__}.")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise _fail("url", f"{url!r} is not a valid URL ({exc}).") from exc
+        raise _fail("url", f"{shown_url(url)} is not a valid URL ({exc}).") from exc
     if parts.scheme not in URL_SCHEMES:
-        raise _fail("url", f"{url!r} must start with redis://, rediss:// or unix://.")
+        raise _fail("url", f"{shown_url(url)} must start with redis://, rediss:// or unix://.")
     if parts.scheme == "unix" and not parts.path:
-        raise _fail("url", f"{url!r} names no socket path.")
+        raise _fail("url", f"{shown_url(url)} names no socket path.")
     if parts.scheme != "unix" and host_required and not parts.hostname:
-        raise _fail("url", f"{url!r} names no host.")
+        raise _fail("url", f"{shown_url(url)} names no host.")
     return url
 
 
@@ -161,7 +181,7 @@ def _addresses(raw: Mapping[str, Any], key: str) -> tuple[Address, ...]:
 def _mapping(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
     value = raw.get(key, {})
     if not isinstance(value, Mapping):
-        raise _fail(key, f"must be a dict of connection arguments, got {value!r}.")
+        raise _fail(key, f"must be a dict of connection arguments, got a {type(value).__name__}.")
     return dict(value)
 
 
@@ -178,7 +198,7 @@ def _sentinel_url(raw: Mapping[str, Any], service_name: str) -> str:
     if parts.hostname not in (None, service_name.lower()) or parts.port is not None:
         raise _fail(
             "url",
-            f"{url!r} names a host, but with sentinels the primary's address comes "
+            f"{shown_url(url)} names a host, but with sentinels the primary's address comes "
             f"from them: leave it out (e.g. redis://:password@/0), or write the "
             f"service name ({service_name!r}) in its place.",
         )
@@ -196,7 +216,7 @@ def _cluster_url(raw: Mapping[str, Any], startup_nodes: tuple[Address, ...]) -> 
     if parts.scheme == "unix":
         raise _fail("url", "Redis Cluster needs a redis:// or rediss:// startup node.")
     if parts.path.strip("/") not in ("", "0") or "db=" in parts.query:
-        raise _fail("url", f"{url!r}: Redis Cluster has only database 0.")
+        raise _fail("url", f"{shown_url(url)}: Redis Cluster has only database 0.")
     return url
 
 
@@ -211,7 +231,10 @@ def parse(raw: Any) -> Config:
         raise _fail("prefix", f"must be a string, got {prefix!r}.")
     options = raw.get("options", {})
     if not isinstance(options, Mapping):
-        raise _fail("options", f"must be a dict of connection pool arguments, got {options!r}.")
+        raise _fail(
+            "options",
+            f"must be a dict of connection pool arguments, got a {type(options).__name__}.",
+        )
     on_unavailable = raw.get("on_unavailable", "error")
     if on_unavailable not in ON_UNAVAILABLE:
         raise _fail("on_unavailable", f"must be 'error' or 'anonymous', got {on_unavailable!r}.")

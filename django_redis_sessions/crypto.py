@@ -180,7 +180,8 @@ def parse_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
     keys = _parse_keys(raw.get("encryption_keys"))
     mode = raw.get("encryption")
     if mode is not None and mode not in MODES:
-        raise _fail("encryption", f"must be 'read', 'write' or 'require', got {mode!r}.")
+        # A key pasted into the wrong setting is never echoed back.
+        raise _fail("encryption", f"must be 'read', 'write' or 'require', got {_shown(mode)}.")
     if not keys:
         if mode is not None:
             raise _fail(
@@ -190,6 +191,13 @@ def parse_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
             )
         return {"encryption_keys": None, "encryption": None}
     return {"encryption_keys": Keyring(keys), "encryption": mode or "write"}
+
+
+def _shown(value: Any) -> str:
+    """A mistyped mode ("on"), never a key pasted into the wrong setting."""
+    if isinstance(value, str) and value.isalpha() and len(value) <= 10:
+        return repr(value)
+    return f"a {type(value).__name__}"
 
 
 def _parse_keys(value: Any) -> list[tuple[bytes, bytes]]:
@@ -202,7 +210,8 @@ def _parse_keys(value: Any) -> list[tuple[bytes, bytes]]:
         )
     keys: list[tuple[bytes, bytes]] = []
     for position, entry in enumerate(value):
-        # Messages name the position and the key id, never the key.
+        # Messages name the position, never any part of the entry: a swapped
+        # "<key>:<key id>" puts the key where the id should be.
         where = f"entry {position}"
         if not isinstance(entry, str) or ":" not in entry:
             raise _fail(
@@ -213,7 +222,8 @@ def _parse_keys(value: Any) -> list[tuple[bytes, bytes]]:
         if not KEY_ID_RE.fullmatch(kid):
             raise _fail(
                 "encryption_keys",
-                f"{where}: the key id must be 1 to 32 of A-Z a-z 0-9 _ . -, got {kid!r}.",
+                f"{where}: the key id, before the first ':', must be 1 to 32 of "
+                "A-Z a-z 0-9 _ . - (is it '<key>:<key id>' the wrong way round?).",
             )
         try:
             secret = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
@@ -222,11 +232,11 @@ def _parse_keys(value: Any) -> list[tuple[bytes, bytes]]:
         if len(secret) != KEY_BYTES:
             raise _fail(
                 "encryption_keys",
-                f"key {kid!r} must be {KEY_BYTES} random bytes in URL-safe base64 "
-                f"(make one with: {GENERATE_KEY}).",
+                f"{where}: the key, after the first ':', must be {KEY_BYTES} random bytes "
+                f"in URL-safe base64 (make one with: {GENERATE_KEY}).",
             )
         if any(kid.encode() == known for known, _ in keys):
-            raise _fail("encryption_keys", f"key id {kid!r} is listed twice.")
+            raise _fail("encryption_keys", f"{where} repeats the key id of an earlier entry.")
         keys.append((kid.encode(), secret))
     return keys
 

@@ -675,7 +675,7 @@ def parse(raw: Mapping[str, Any]) -> dict[str, Any]:
         if engine != DRS:
             raise _fail("migrate_from_options", f'only applies to "{DRS}" (0.6.2\'s settings).')
         if not isinstance(options, Mapping):
-            raise _fail("migrate_from_options", f"must be a dict, got {options!r}.")
+            raise _fail("migrate_from_options", f"must be a dict, got a {type(options).__name__}.")
         unknown = sorted(set(options) - set(DRS_DEFAULTS))
         if unknown:
             raise _fail(

@@ -11,6 +11,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from django_redis_sessions import codec
+
 GET = "GET"
 SET = "SET"
 DEL = "DEL"
@@ -40,19 +42,26 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
+# codec.split()'s header rule in Lua, so that a value the scripts accept is
+# one the engine can read: a known format, then a version without a leading zero.
+assert all(len(fmt) == 2 and fmt.endswith(b"1") for fmt in codec.FORMATS)
+_FORMAT_LETTERS = "".join(chr(fmt[0]) for fmt in codec.FORMATS)
+HEADER_LUA = f"^[{_FORMAT_LETTERS}]1:([1-9]%d*):"
+HEADER_BYTES = 2 + 1 + codec.VERSION_DIGITS + 1
+
 # Shared prologue: the stored version, or "return 0" when the session is gone
 # (or is not a value of ours, which is never overwritten); other errors (an ACL
-# refusal, say) are returned as errors. GETRANGE reads just
-# the header ("z1:" + up to 16 digits + ":"), not the whole value; an encrypted
-# value ("e1:") has the same plaintext header.
-_CURRENT_VERSION = """
-local head = redis.pcall('GETRANGE', KEYS[1], 0, 23)
+# refusal, say) are returned as errors. GETRANGE reads just the header (one
+# byte more than the longest, so a longer version is seen as such), not the
+# whole value; an encrypted value ("e1:") has the same plaintext header.
+_CURRENT_VERSION = f"""
+local head = redis.pcall('GETRANGE', KEYS[1], 0, {HEADER_BYTES})
 if type(head) == 'table' then
   if string.find(head['err'], 'WRONGTYPE', 1, true) then return 0 end
   return head
 end
-local ver = string.match(head, '^[jze]1:(%d+):')
-if not ver then return 0 end
+local ver = string.match(head, '{HEADER_LUA}')
+if not ver or #ver > {codec.VERSION_DIGITS} then return 0 end
 """
 
 # Write ARGV[2] (the whole new value, its version already ARGV[1] + 1) only if the

@@ -726,7 +726,12 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         try:
             digest = self._digest_of(self.session_key or "")
             return codec.loads(self._codec.open(digest, fmt, stored_body))
-        except codec.CorruptSession:
+        except codec.CorruptSession as exc:
+            suspicious_logger.warning(
+                "Session data corrupted (session %s): %s; our changes replace it",
+                self._digest(),
+                exc,
+            )
             return {}
 
     def _decoded(self, digest: str, value: Any) -> dict[str, Any] | None:

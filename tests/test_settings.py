@@ -211,3 +211,54 @@ def test_sync_client_only_serves_async_calls_from_a_thread(redis_url: str) -> No
         async_to_sync(store.aset)("a", 1)
         async_to_sync(store.asave)()
         assert async_to_sync(SessionStore(store.session_key).aload)() == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://:hunter2secret@localhost:6379/0",
+        "redis://admin:hunter2secret@:6379/0",
+        "redis://:hunter2secret@localhost:99999/0",
+        "unix://?password=hunter2secret",
+        "redis://hunter2secret@/0",
+        "redis://:hunter2secret@[::1/0",
+    ],
+)
+def test_a_bad_url_is_named_without_its_password(url: str) -> None:
+    with pytest.raises(ImproperlyConfigured) as failure:
+        conf.parse({"url": url})
+    message = str(failure.value)
+    assert message.startswith('SESSION_REDIS["url"]: ')
+    assert "hunter2" not in message and "secret" not in message
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"options": [("password", "hunter2secret")]}, "options"),
+        ({"url": b"redis://:hunter2secret@host/0"}, "url"),
+        (
+            {
+                "sentinels": [("h", 26379)],
+                "service_name": "m",
+                "sentinel_options": ["hunter2secret"],
+            },
+            "sentinel_options",
+        ),
+        (
+            {
+                "url": "redis://:hunter2secret@node:6379/0",
+                "sentinels": [("h", 26379)],
+                "service_name": "m",
+            },
+            "url",
+        ),
+        ({"url": "redis://:hunter2secret@node:6379/3", "cluster": True}, "url"),
+    ],
+)
+def test_settings_that_may_hold_a_password_are_never_printed(raw: dict[str, Any], key: str) -> None:
+    with pytest.raises(ImproperlyConfigured) as failure:
+        conf.parse(raw)
+    message = str(failure.value)
+    assert message.startswith(f'SESSION_REDIS["{key}"]: ')
+    assert "hunter2" not in message
