@@ -877,10 +877,18 @@ class Migration(hooks.Layer):
 
         def stored(session_key: str) -> Steps[None]:
             # The old record is not needed any more: a later end cannot be undone
-            # by importing it again. Kept only as the way back.
+            # by importing it again. Kept only as the way back; when a timeout cut
+            # ours shorter, it is written back with that lifetime, so it never
+            # outlives ours.
+            digest = store.digest_of(session_key)
             if not own_key or not self.config.migrate_write_back:
                 yield (driver.CALL, _guarded, source.delete, cookie)
-            report(type(store), record, store.digest_of(session_key))
+            else:
+                data = dict(record.data or {})
+                ttl = store.ttl_ms(data)
+                if ttl < record.ttl_ms:
+                    yield (driver.CALL, _write_back, source, session_key, data, ttl, digest)
+            report(type(store), record, digest)
 
         return hooks.Found(record.data, record.ttl_ms, cookie if own_key else None, stored)
 

@@ -56,6 +56,9 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     _stored_version: bytes | None = None
     _stored_body: bytes | None = None
     _cleared: bool = False
+    # Set when this request imported the session (a migration): until when
+    # (time.monotonic()) what the old store had left of it lasts.
+    _imported_until: float | None = None
     _read_only: bool = False
     _unavailable: SessionUnavailable | None = None
     _digest_cache: tuple[str, str] | None = None
@@ -199,17 +202,31 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         return self._clock.absolute_remaining(data) if self._clock else None
 
     def get_expiry_age(self, **kwargs: Any) -> int:
-        """Django's age, never past the session's absolute deadline (``absolute_timeout``)."""
+        """Django's age, never past the session's absolute deadline (``absolute_timeout``)
+        nor, for a session imported by this request and unchanged since, past what
+        the old store had left of it."""
         age: int = super().get_expiry_age(**kwargs)
-        if self._clock is None or "expiry" in kwargs:
+        if "expiry" in kwargs:
             return age
-        return self._clock.cap_age(age, self._loaded())
+        age = self._imported_age(age)
+        return age if self._clock is None else self._clock.cap_age(age, self._loaded())
 
     async def aget_expiry_age(self, **kwargs: Any) -> int:
+        """The async twin of :meth:`get_expiry_age`."""
         age: int = await super().aget_expiry_age(**kwargs)
-        if self._clock is None or "expiry" in kwargs:
+        if "expiry" in kwargs:
             return age
-        return self._clock.cap_age(age, await self._aloaded())
+        age = self._imported_age(age)
+        return age if self._clock is None else self._clock.cap_age(age, await self._aloaded())
+
+    def _imported_age(self, age: int) -> int:
+        until = self._imported_until
+        if until is None:
+            return age
+        data = getattr(self, "_session_cache", None)
+        if data is None or codec.dumps(data) != self._stored_body:
+            return age  # changed since: Django's age counts from this modification
+        return min(age, max(0, math.ceil(until - time.monotonic())))
 
     def get_expiry_date(self, **kwargs: Any) -> datetime:
         """Django's date, never past the session's absolute deadline (``absolute_timeout``)."""
@@ -459,6 +476,10 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         stored, False when its key is taken, None when it is already over."""
         self._session_cache = found.data
         self._forget_stored()
+        try:
+            self._expiry_age(found.data)
+        except (TypeError, ValueError):  # an expiry Django cannot read: the old store's stands
+            found.data.pop("_session_expiry", None)
         if self._clock is not None:
             self._clock.adopted(found.data)
         if found.session_key is None:
@@ -476,6 +497,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         if self._stored_version is None:  # its TTL came out at 0: nothing was written
             self._session_key = None
             return None
+        self._imported_until = time.monotonic() + found.ttl_ms / 1000
         return True
 
     def _exists(self, session_key: str | None) -> Steps[bool]:
@@ -544,6 +566,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         ):
             if self._clock is not None and self._clock.refreshed:
                 return None  # this request's load already slid the expiry
+            if self._imported_until is not None:
+                return None  # this request's import wrote it, with what it had left
             touch = (scripts.EVALSHA, scripts.TOUCH, redis_key, version, ttl)
             touched = yield self._timed(touch, data)
             if touched == 0:
@@ -767,12 +791,10 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             age = self._expiry_age(data)
             ttl = math.ceil(min(age * 1000, MAX_TTL_MS)) if age > 0 else 0
         except (TypeError, ValueError) as exc:
-            if lifetime_ms is None:
-                raise TypeError(
-                    "Session key '_session_expiry' must be a number of seconds or a datetime, "
-                    f"got {data.get('_session_expiry')!r}"
-                ) from exc
-            ttl = lifetime_ms  # an old engine's own expiry format: what it said is left
+            raise TypeError(
+                "Session key '_session_expiry' must be a number of seconds or a datetime, "
+                f"got {data.get('_session_expiry')!r}"
+            ) from exc
         if lifetime_ms is not None:
             ttl = min(ttl, lifetime_ms)
         if ttl <= 0:

@@ -6,6 +6,7 @@ site does, with two features on at once.
 
 from __future__ import annotations
 
+import datetime
 import os
 import time
 from collections.abc import Iterator
@@ -246,6 +247,39 @@ def test_write_back_copy_never_outlives_ours_under_a_timeout(old_db: Old, ada: U
         time.sleep(1.3)  # the idle window passes: ours and the old copy are over
         assert whoami(client) == b"anonymous"
         assert whoami(browser_of(key)) == b"anonymous"
+
+
+def test_an_import_whose_expiry_django_cannot_read_is_no_500(
+    old_db: Old, ada: User, r: Any
+) -> None:
+    from django.contrib.sessions.backends.db import SessionStore as DbStore
+    from django.contrib.sessions.models import Session
+
+    with with_keys(old_db, migrate_write_back=True, idle_timeout=60):
+        key = SessionStore()._get_new_session_key()
+        data = {**signed_in_data(ada), "_session_expiry": "not a date"}
+        expires = timezone.now() + datetime.timedelta(seconds=1000)
+        Session.objects.create(
+            session_key=key, session_data=DbStore().encode(data), expire_date=expires
+        )
+        assert whoami(browser_of(key)) == b"ada"
+        # The unreadable expiry is dropped: the old row's own lifetime stands,
+        # cut by the idle window; the row, the way back, expires with ours.
+        assert 0 < r.pttl(redis_key(key)) <= 60_000
+        assert Session.objects.get(session_key=key).expire_date < expires
+
+
+def test_an_import_changed_by_its_first_request_gets_djangos_age(
+    old_db: Old, ada: User, r: Any
+) -> None:
+    with with_keys(old_db):
+        key = old_db.make(signed_in_data(ada))
+        assert isinstance(old_db, OldDb)
+        old_db.expire_in(key, 1000)
+        response = browser_of(key).get("/counter/")
+        # Django's rule: the expiry counts from the last modification.
+        assert int(response.cookies[COOKIE]["max-age"]) == settings.SESSION_COOKIE_AGE
+        assert r.pttl(redis_key(key)) > 1_000_000
 
 
 # The one end path: every way a session ends ----------------------------------------
