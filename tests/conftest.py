@@ -77,9 +77,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-# DRS_TEST_SCOPE=core (tox.ini): leave out what depends on processes and servers
-# rather than on the Django and Python versions; other environments run it.
-OUTSIDE_CORE = ("e2e", "test_faults.py", "test_topologies.py")
+# DRS_TEST_SCOPE=core (tox.ini): leave out what depends on processes, servers and
+# the features' combinations rather than on the Django and Python versions; the
+# oldest and newest environments run it.
+OUTSIDE_CORE = ("e2e", "test_faults.py", "test_topologies.py", "test_combinations.py")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
