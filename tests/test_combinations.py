@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import import_module
@@ -39,9 +39,11 @@ from django.urls import include, path
 from django.utils import timezone
 
 from django_redis_sessions import migration, users
-from testproject.redis_server import RedisServer
 from tests.conftest import session_redis
+from tests.test_migration import old_redis, old_redis_url
 from tests.twins import session_keys
+
+__all__ = ["old_redis", "old_redis_url"]  # fixtures this module borrows
 
 pytestmark = pytest.mark.django_db
 
@@ -187,21 +189,6 @@ WORLDS = _worlds()
 
 
 # Old stores ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def old_redis_url() -> Iterator[str]:
-    """A Redis of the old cache (and of 0.6.2), apart from ours on every topology."""
-    with RedisServer() as server:
-        yield server.url
-
-
-@pytest.fixture
-def old_redis(old_redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(old_redis_url)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 def old_settings(settings: Any, old_redis_url: str, session_redis: dict[str, Any]) -> None:
