@@ -234,9 +234,11 @@ DBSIZE = "DBSIZE"
 MEMORY_USAGE = ("MEMORY", "USAGE")
 
 # Upsert one session's entry in a user's index hash: field ARGV[1] (its digest),
-# value ARGV[2] ("<until ms>|<seen ms>|<created ms>|") followed by ARGV[7] (JSON
-# metadata; "" keeps the entry's current metadata, or that of field ARGV[8], the
-# session this one was cycled from), at ARGV[3] = now (ms).
+# value ARGV[2] (format "A": "A<seen>|<until - seen>|<seen - created>|", base-36
+# ms, see userindex) followed by ARGV[7] ("<ip>|<user agent>"; "" keeps the
+# entry's current tail, or that of field ARGV[8], the session this one was
+# cycled from, of either format), at ARGV[3] = now (ms). Entries of the
+# previous release ("<until>|<seen>|<created>|<JSON>", decimal) are read too.
 # Entries past their "until" by more than ARGV[6] ms of clock slack are dropped
 # (their sessions have expired); beyond ARGV[5] entries, the least recently seen
 # others are dropped and returned, for the caller to end their sessions. The
@@ -251,17 +253,28 @@ local meta = ARGV[7]
 if meta == '' then
   local old = redis.call('HGET', KEYS[1], ARGV[1])
   if not old and ARGV[8] ~= '' then old = redis.call('HGET', KEYS[1], ARGV[8]) end
-  meta = old and string.match(old, '^%d+|%d+|%d+|(.*)$') or '{}'
+  meta = old and (string.match(old, '^A%w+|%-?%w+|%-?%w+|(.*)$')
+    or string.match(old, '^%d+|%d+|%d+|(.*)$')) or '|'
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. meta)
 local entries = redis.call('HGETALL', KEYS[1])
 local others = {}
 for i = 1, #entries, 2 do
-  local until_ms, seen = string.match(entries[i + 1], '^(%d+)|(%d+)|')
-  if not until_ms or tonumber(until_ms) + slack < now then
+  local seen, ahead = string.match(entries[i + 1], '^A(%w+)|(%-?%w+)|')
+  local until_ms
+  if seen then
+    local sign = 1
+    if string.sub(ahead, 1, 1) == '-' then sign, ahead = -1, string.sub(ahead, 2) end
+    seen, ahead = tonumber(seen, 36), tonumber(ahead, 36)
+    if seen and ahead then until_ms = seen + sign * ahead end
+  else
+    until_ms, seen = string.match(entries[i + 1], '^(%d+)|(%d+)|')
+    until_ms, seen = tonumber(until_ms), tonumber(seen)
+  end
+  if not until_ms or until_ms + slack < now then
     redis.call('HDEL', KEYS[1], entries[i])
   elseif entries[i] ~= ARGV[1] then
-    others[#others + 1] = {tonumber(seen), entries[i]}
+    others[#others + 1] = {seen, entries[i]}
   end
 end
 local evicted = {}

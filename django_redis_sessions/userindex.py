@@ -3,7 +3,8 @@
 Each user with a signed-in session has one Redis hash, ``<prefix>u:<hash of the
 user id>``, with one field per session: the session's digest (its Redis key
 without the prefix, and its public handle), valued
-``<until ms>|<last seen ms>|<created ms>|<{"ip": ..., "ua": ...}>``.
+``A<last seen>|<until - last seen>|<last seen - created>|<ip>|<user agent>``
+(format "A", compact: see "The entry's value" below).
 
 The index is kept on the write path, never by keyspace notifications:
 
@@ -29,12 +30,15 @@ different slots, and each is addressed on its own.
 
 from __future__ import annotations
 
+import binascii
 import functools
 import hashlib
+import ipaddress
 import json
 import logging
 import re
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -151,6 +155,184 @@ def marker_of(data: dict[str, Any]) -> tuple[str, int, int, int] | None:
     return None
 
 
+# The entry's value ---------------------------------------------------------------
+#
+# Format "A" (this release): ``A<last seen>|<until - last seen>|<last seen - created>|<ip>|<ua>``,
+# numbers in base 36 (ms), so that a typical entry stays under Redis's
+# ``hash-max-listpack-value`` (64 bytes) and the user's hash stays a listpack:
+# a longer value turns the whole hash into a hashtable (446 B instead of 180 B
+# for one entry on Redis 7). Earlier builds wrote
+# ``<until>|<last seen>|<created>|<JSON {"ip", "ua"}>`` (decimal ms): still read,
+# and a tail in JSON is kept as it is.
+FORMAT = "A"
+# The tail's text is percent-escaped (printable ASCII but ``%`` and ``|``), then
+# the commonest user-agent substrings become one control character each. The
+# table is part of format "A": never change it, add a format instead.
+_UA_TOKENS = (
+    "Mozilla/5.0 (",
+    "Windows NT 10.0; Win64; x64",
+    ") AppleWebKit/537.36 (KHTML, like Gecko) ",
+    " Safari/537.36",
+    "Chrome/",
+    "Macintosh; Intel Mac OS X ",
+    "iPhone; CPU iPhone OS ",
+    " like Mac OS X",
+    "Mobile/",
+    "Gecko/20100101 Firefox/",
+    ") AppleWebKit/605.1.15 (KHTML, like Gecko) ",
+    "Version/",
+    " Safari/605.1.15",
+    "X11; Linux x86_64",
+    "Linux; Android ",
+    " Mobile Safari/537.36",
+    "; rv:",
+    ".0.0.0",
+    " Edg/",
+    "; K",
+    "iPad; CPU OS ",
+    "X11; Ubuntu; Linux x86_64",
+    " OPR/",
+    "CriOS/",
+    "FxiOS/",
+    "SamsungBrowser/",
+    "Windows NT ",
+    "10_15_7",
+    " Mobile/15E148",
+    " Safari/604.1",
+    ".0) Gecko/20100101 Firefox/",
+    "10.15",
+)
+# The control characters, which the escaping never leaves in the text.
+_TOKEN_CHARS = (*(chr(n) for n in range(1, 32)), "\x7f")
+_TOKEN_OF = dict(zip(_UA_TOKENS, _TOKEN_CHARS, strict=True))
+_TOKENS_RE = re.compile("|".join(re.escape(t) for t in sorted(_UA_TOKENS, key=len, reverse=True)))
+_UNTOKEN = str.maketrans(dict(zip(_TOKEN_CHARS, _UA_TOKENS, strict=True)))
+_SAFE = "".join(chr(n) for n in range(0x20, 0x7F) if chr(n) not in "%|")
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+#: The last millisecond a datetime holds (9999-12-31): later stamps are garbage.
+MAX_MS = 253_402_300_799_999
+# IPv4 and IPv6 in their canonical form go packed (base64); anything else escaped.
+_IP4, _IP6, _IP_TEXT = "4", "6", "="
+
+
+def _b36(n: int) -> str:
+    if n < 0:
+        return "-" + _b36(-n)
+    digits = ""
+    while True:
+        n, r = divmod(n, 36)
+        digits = _B36[r] + digits
+        if not n:
+            return digits
+
+
+def _escape(value: str) -> str:
+    return urllib.parse.quote(value, safe=_SAFE, errors="surrogatepass")
+
+
+def _unescape(value: str) -> str | None:
+    if "%" not in value:  # the common case
+        return value or None
+    try:
+        return urllib.parse.unquote(value, errors="surrogatepass")
+    except UnicodeDecodeError:  # not one of ours
+        return None
+
+
+def _pack_ip(ip: str) -> str:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        address = None
+    # Only what unpacks to the very same text (no zone, no other spelling).
+    if address is not None and str(ipaddress.ip_address(address.packed)) == ip:
+        tag = _IP4 if address.version == 4 else _IP6
+        return tag + binascii.b2a_base64(address.packed, newline=False).decode().rstrip("=")
+    return _IP_TEXT + _escape(ip)
+
+
+def _unpack_ip(value: str) -> str | None:
+    tag, body = value[:1], value[1:]
+    if tag == _IP_TEXT:
+        return _unescape(body)
+    try:
+        packed = binascii.a2b_base64(body + "=" * (-len(body) % 4))
+    except ValueError:  # binascii.Error
+        return None
+    if tag == _IP4 and len(packed) == 4:
+        return ".".join(map(str, packed))
+    if tag == _IP6 and len(packed) == 16:
+        return str(ipaddress.IPv6Address(packed))
+    return None
+
+
+def encode_meta(ip: str | None, user_agent: str | None) -> str:
+    """The entry's tail: ``<ip>|<user agent>``, each empty when unknown."""
+    packed_ip = _pack_ip(ip) if ip else ""
+    agent = _TOKENS_RE.sub(lambda m: _TOKEN_OF[m[0]], _escape(user_agent)) if user_agent else ""
+    return f"{packed_ip}|{agent}"
+
+
+def encode_entry(until: int, last_seen: int, created: int, meta: str) -> str:
+    """The value of an entry (``meta`` from :func:`encode_meta`)."""
+    return f"{numbers_of(until, last_seen, created)}{meta}"
+
+
+def numbers_of(until: int, last_seen: int, created: int) -> str:
+    return f"{FORMAT}{_b36(last_seen)}|{_b36(until - last_seen)}|{_b36(last_seen - created)}|"
+
+
+@dataclass(frozen=True)
+class Entry:
+    until: int
+    last_seen: int
+    created: int
+    ip: str | None
+    user_agent: str | None
+
+
+_ENTRY_A_RE = re.compile(
+    r"A([0-9a-z]{1,11})\|(-?[0-9a-z]{1,11})\|(-?[0-9a-z]{1,11})\|(.*)", re.DOTALL
+)
+_ENTRY_OLD_RE = re.compile(r"(\d{1,16})\|(\d{1,16})\|(\d{1,16})\|(.*)", re.DOTALL)
+
+
+def decode_entry(value: str) -> Entry | None:
+    """An entry of either format; None when it is not one (to be pruned).
+
+    A tail that does not decode reads as no IP and no user agent."""
+    if match := _ENTRY_A_RE.fullmatch(value):
+        last_seen = int(match[1], 36)
+        until, created = last_seen + int(match[2], 36), last_seen - int(match[3], 36)
+        tail = match[4]
+    elif match := _ENTRY_OLD_RE.fullmatch(value):
+        until, last_seen, created = int(match[1]), int(match[2]), int(match[3])
+        tail = match[4]
+    else:
+        return None
+    if tail.startswith("{"):  # the earlier format's JSON, kept by a refresh
+        ip, agent = _json_meta(tail)
+    else:
+        packed_ip, _, agent_text = tail.partition("|")
+        ip = _unpack_ip(packed_ip)
+        agent = _unescape(agent_text.translate(_UNTOKEN))
+    if not all(0 <= ms <= MAX_MS for ms in (until, last_seen, created)):
+        return None
+    return Entry(until, last_seen, created, ip, agent)
+
+
+def _json_meta(tail: str) -> tuple[str | None, str | None]:
+    try:
+        meta = json.loads(tail)  # an object, as it starts with "{"
+    except ValueError:
+        return None, None
+    ip, agent = meta.get("ip"), meta.get("ua")
+    return (
+        ip if isinstance(ip, str) and ip else None,
+        agent if isinstance(agent, str) and agent else None,
+    )
+
+
 def _owners(store: hooks.Store) -> dict[str, str]:
     owners: dict[str, str] = store.scratch.setdefault(OWNERS, {})
     return owners
@@ -187,7 +369,7 @@ class Index(hooks.Layer):
             scripts.INDEX_PUT,
             key,
             digest,
-            f"{until}|{now}|{created}|",
+            numbers_of(until, now, created),
             now,
             until - now + SLACK_MS,
             self.config.max_sessions_per_user,
@@ -207,21 +389,19 @@ class Index(hooks.Layer):
                 yield from store.end_steps(hooks.Ending(digest, hooks.EVICTED, uid=uid))
 
     def _meta(self, store: hooks.Store) -> str:
-        """IP and user agent of the request at hand, as JSON; "" keeps the stored ones."""
+        """The request's IP and user agent (:func:`encode_meta`); "" keeps the stored ones."""
         ref = store.scratch.get(REQUEST)
         request: HttpRequest | None = ref() if ref is not None else None
         if request is None:
             return ""
-        meta: dict[str, str] = {}
+        ip = agent = None
         if self.config.client_ip is not None:
-            ip = client_ip_function(self.config.client_ip)(request)
-            if ip:
-                meta["ip"] = str(ip)[:IP_LENGTH]
+            found = client_ip_function(self.config.client_ip)(request)
+            ip = str(found)[:IP_LENGTH] if found else None
         if self.config.store_user_agent:
-            agent = request.META.get("HTTP_USER_AGENT")
-            if agent:
-                meta["ua"] = str(agent)[:USER_AGENT_LENGTH]
-        return json.dumps(meta, separators=(",", ":"), ensure_ascii=True)
+            found = request.META.get("HTTP_USER_AGENT")
+            agent = str(found)[:USER_AGENT_LENGTH] if found else None
+        return encode_meta(ip, agent)
 
     def _due(self, marker: tuple[str, int, int, int] | None, uid: str) -> bool:
         return marker is None or marker[0] != uid or now_ms() - marker[2] >= self.interval_ms

@@ -8,7 +8,6 @@ and the receivers that sign a deactivated or deleted user out everywhere.
 
 from __future__ import annotations
 
-import json
 import re
 import weakref
 from dataclasses import dataclass
@@ -59,7 +58,6 @@ __all__ = [
 User = Any
 
 _DIGEST_RE = userindex.DIGEST_RE
-_ENTRY_RE = re.compile(r"(\d+)\|(\d+)\|(\d+)\|(.*)", re.DOTALL)
 _now_ms = now_ms
 
 
@@ -206,7 +204,7 @@ def _list(user: User, current: SessionBase | str | None) -> Steps[list[UserSessi
     found: list[UserSession] = []
     stale: list[str] = []
     for digest, value in entries.items():
-        entry = _ENTRY_RE.fullmatch(value)
+        entry = userindex.decode_entry(value)
         if not _DIGEST_RE.fullmatch(digest) or entry is None:
             stale.append(digest)
             continue
@@ -215,20 +213,14 @@ def _list(user: User, current: SessionBase | str | None) -> Steps[list[UserSessi
             stale.append(digest)
             continue
         now = _now_ms()
-        try:
-            meta = json.loads(entry[4])
-        except ValueError:
-            meta = {}
-        if not isinstance(meta, dict):
-            meta = {}
         found.append(
             UserSession(
                 id=digest,
-                created=_when(int(entry[3])),
-                last_seen=_when(int(entry[2])),
+                created=_when(entry.created),
+                last_seen=_when(entry.last_seen),
                 expires=None if pttl < 0 else _when(now + pttl),
-                ip=_optional_text(meta.get("ip")),
-                user_agent=_optional_text(meta.get("ua")),
+                ip=entry.ip,
+                user_agent=entry.user_agent,
                 current=digest == mine,
             )
         )
@@ -236,10 +228,6 @@ def _list(user: User, current: SessionBase | str | None) -> Steps[list[UserSessi
         yield (scripts.HDEL, key, *stale)
     found.sort(key=lambda session: (session.last_seen, session.created), reverse=True)
     return found
-
-
-def _optional_text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def _end_one(user: User, session_id: str) -> Steps[bool]:

@@ -7,6 +7,7 @@ Cluster the index and the sessions live in different slots).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -723,3 +724,232 @@ def test_no_signed_in_session_is_ever_missing_from_the_index(r: redis.Redis) -> 
 
 def index_of_uid(uid: str) -> str:
     return users.index_key(conf.get_config().prefix, uid)
+
+
+# The entry's format ------------------------------------------------------------------
+
+# Real user agents: each must come back exactly, and with an IPv6 address still
+# fit Redis's listpack limit (64 bytes), so that the user's hash stays small.
+REAL_USER_AGENTS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/130.0.0.0 Safari/537.36 OPR/115.0.0.0",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/18.1 Safari/605.1.15",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_6 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) CriOS/131.0.6778.73 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (iPad; CPU OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/18.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:135.0) Gecko/20100101 Firefox/135.0",
+    "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "HeadlessChrome/131.0.0.0 Safari/537.36",
+]
+NOW_MS = 1_765_155_000_123
+TWO_WEEKS_MS = 14 * 24 * 3600 * 1000
+
+
+@pytest.mark.parametrize("agent", REAL_USER_AGENTS)
+@pytest.mark.parametrize("ip", ["203.0.113.195", "2001:db8:85a3::8a2e:370:7334"])
+def test_common_entries_round_trip_within_a_listpack_value(agent: str, ip: str) -> None:
+    value = userindex.encode_entry(
+        NOW_MS + TWO_WEEKS_MS + 60_000, NOW_MS, NOW_MS - 3_600_000, userindex.encode_meta(ip, agent)
+    )
+    # With IPv6, the longest (Chrome on iOS, Samsung Internet) go a little over.
+    assert len(value) <= (64 if "." in ip else 72)
+    assert userindex.decode_entry(value) == userindex.Entry(
+        NOW_MS + TWO_WEEKS_MS + 60_000, NOW_MS, NOW_MS - 3_600_000, ip, agent
+    )
+
+
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "10.0.0.1",
+        "::1",
+        "::ffff:10.0.0.1",
+        "fe80::1%eth0",  # a zone: not packed, kept as text
+        "2001:DB8::1",  # not canonical: kept as written
+        "010.0.0.1",
+        "unknown",
+        "a|b%c{d}",
+        "\x01\x1f\x7f",
+        "4AAAA",
+        "=",
+    ],
+)
+def test_any_ip_text_round_trips(ip: str) -> None:
+    entry = userindex.decode_entry(userindex.encode_entry(2, 1, 0, userindex.encode_meta(ip, None)))
+    assert entry == userindex.Entry(2, 1, 0, ip, None)
+
+
+def test_text_round_trips_whatever_it_holds() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    # Every character, lone surrogates too (a WSGI header is Latin-1, a custom
+    # client_ip function may return anything), as get_sessions reads them.
+    texts = st.text(st.characters(codec="utf-8") | st.characters(categories=["Cs"]), max_size=300)
+    stamps = st.integers(0, userindex.MAX_MS)
+
+    @given(ip=texts, agent=texts, until=stamps, seen=stamps, created=stamps)
+    def check(ip: str, agent: str, until: int, seen: int, created: int) -> None:
+        value = userindex.encode_entry(until, seen, created, userindex.encode_meta(ip, agent))
+        assert userindex.decode_entry(value) == userindex.Entry(
+            until, seen, created, ip or None, agent or None
+        )
+        # Stored through redis-py as UTF-8, read back as get_sessions reads it.
+        assert userindex.text(value.encode()) == value
+
+    check()
+
+
+def previous_release_entry(until: int, seen: int, created: int, meta: dict[str, str]) -> str:
+    """An entry as the previous release wrote it."""
+    return f"{until}|{seen}|{created}|" + json.dumps(meta, separators=(",", ":"))
+
+
+def test_entries_of_the_previous_release_are_read_and_kept(ada: User, r: redis.Redis) -> None:
+    client = signed_in("Firefox")
+    digest, index = digest_of(client), index_of(ada)
+    until = userindex.now_ms() + TWO_WEEKS_MS
+    r.hset(
+        index,
+        digest,
+        previous_release_entry(until, NOW_MS, NOW_MS - 5000, {"ip": "10.9.8.7", "ua": "Old/1.0"}),
+    )
+    (session,) = users.get_sessions(ada)
+    assert (session.ip, session.user_agent) == ("10.9.8.7", "Old/1.0")
+    assert (session.created.timestamp(), session.last_seen.timestamp()) == (
+        (NOW_MS - 5000) / 1000,
+        NOW_MS / 1000,
+    )
+    # A refresh without a request keeps the stored tail, in its JSON, and moves the stamps.
+    with override_settings(SESSION_REDIS=session_redis(activity_interval=0)):
+        SessionStore(key_of(client)).load()
+    value = stored(r, index, digest)
+    assert value.startswith(userindex.FORMAT) and value.endswith('{"ip":"10.9.8.7","ua":"Old/1.0"}')
+    (session,) = users.get_sessions(ada)
+    assert (session.ip, session.user_agent) == ("10.9.8.7", "Old/1.0")
+    assert session.last_seen.timestamp() > NOW_MS / 1000
+    # The next request writes the new format.
+    with override_settings(SESSION_REDIS=session_redis(activity_interval=0)):
+        whoami(client)
+    value = stored(r, index, digest)
+    meta = userindex.encode_meta("10.0.0.1", "Firefox")
+    assert value == userindex.encode_entry(*_numbers(value), meta)
+
+
+def stored(r: redis.Redis, index: str, digest: str) -> str:
+    value = r.hget(index, digest)
+    assert value is not None
+    return userindex.text(value)
+
+
+def _numbers(value: str) -> tuple[int, int, int]:
+    entry = userindex.decode_entry(value)
+    assert entry is not None
+    return entry.until, entry.last_seen, entry.created
+
+
+def test_the_script_prunes_and_evicts_entries_of_both_formats(ada: User, r: redis.Redis) -> None:
+    with override_settings(SESSION_REDIS=session_redis(max_sessions_per_user=2)):
+        oldest, newer = signed_in("Firefox"), signed_in("Chrome")
+        index, now = index_of(ada), userindex.now_ms()
+        # The oldest seen, in the previous format; an expired one of each format.
+        r.hset(
+            index,
+            digest_of(oldest),
+            previous_release_entry(now + TWO_WEEKS_MS, now - 9000, now - 9000, {}),
+        )
+        r.hset(index, "a" * 32, previous_release_entry(now - 3_600_000, now - 7_200_000, 1, {}))
+        r.hset(index, "b" * 32, userindex.encode_entry(now - 3_600_000, now - 7_200_000, 1, "|"))
+        signed_in("Edge")
+        assert set(r.hkeys(index)) == {digest_of(newer).encode(), mine(r, index, "Edge")}
+        assert whoami(oldest) == "anonymous"
+
+
+def mine(r: redis.Redis, index: str, agent: str) -> bytes:
+    for field, value in r.hgetall(index).items():
+        entry = userindex.decode_entry(userindex.text(value))
+        if entry is not None and entry.user_agent == agent:
+            return field.encode() if isinstance(field, str) else field
+    raise AssertionError(agent)
+
+
+def test_a_typical_users_index_stays_a_listpack(ada: User, r: redis.Redis) -> None:
+    signed_in(REAL_USER_AGENTS[7], ip="2001:db8:85a3::8a2e:370:7334")
+    assert r.object("encoding", index_of(ada)) == b"listpack"
+    signed_in("x" * 300)  # a long user agent: still listed, in a bigger hash
+    assert r.object("encoding", index_of(ada)) == b"hashtable"
+    assert {s.user_agent for s in users.get_sessions(ada)} == {REAL_USER_AGENTS[7], "x" * 256}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "A|1|1||",  # no last seen
+        "Azz|-|0||",
+        "AZZ|1|1||",  # upper case: not ours
+        "A1|1|1",  # no tail
+        "A" + "z" * 12 + "|1|1||",  # beyond any datetime
+        "Azzzzzzzzzz|1|1||",
+        "99999999999999999|1|1|{}",
+        "A1|2|2||",  # created before 1970
+        "A\u0661|1|1||",  # a non-ASCII digit
+    ],
+)
+def test_entries_that_do_not_decode_are_pruned(
+    api: Api, ada: User, r: redis.Redis, value: str
+) -> None:
+    client = signed_in("Firefox")
+    r.hset(index_of(ada), digest_of(client), value)
+    assert api.get_sessions(ada) == []
+    assert r.hlen(index_of(ada)) == 0
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "",
+        "|",
+        "x|",
+        "4|",
+        "4AAAA|",
+        "6AAAA|",
+        "4!!!!!!|",
+        "=%FF|%FF",
+        "=%|%",
+        "||",
+        "{|",
+        "\x00|\x00\x7f",
+    ],
+)
+def test_a_tail_that_does_not_decode_lists_with_safe_defaults(
+    ada: User, r: redis.Redis, tail: str
+) -> None:
+    client = signed_in("Firefox")
+    now = userindex.now_ms()
+    r.hset(
+        index_of(ada), digest_of(client), userindex.numbers_of(now + TWO_WEEKS_MS, now, now) + tail
+    )
+    (session,) = users.get_sessions(ada)
+    assert session.id == digest_of(client)
+    assert session.ip is None or isinstance(session.ip, str)
+    assert session.user_agent is None or isinstance(session.user_agent, str)
+    assert isinstance(session.device, str)
