@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.test import override_settings
@@ -116,3 +117,26 @@ def session_keys(r: Any) -> list[bytes]:
     """The sessions' keys, without the per-user indexes (tests/test_users.py)."""
     keys: list[bytes] = r.keys("session:*")
     return sorted(key for key in keys if not key.startswith(b"session:u:"))
+
+
+class Sends:
+    """Round trips: every batch a redis-py connection writes (one command, or a
+    whole pipeline), sync or async, counted on its way to the socket."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        sync_send = redis.connection.AbstractConnection.send_packed_command
+        async_send = redis.asyncio.connection.AbstractConnection.send_packed_command
+
+        def send(conn: Any, command: Any, check_health: bool = True) -> None:
+            self.count += 1
+            sync_send(conn, command, check_health)
+
+        async def asend(conn: Any, command: Any, check_health: bool = True) -> None:
+            self.count += 1
+            await async_send(conn, command, check_health)
+
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", send)
+        monkeypatch.setattr(
+            redis.asyncio.connection.AbstractConnection, "send_packed_command", asend
+        )
