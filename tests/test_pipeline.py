@@ -210,10 +210,11 @@ def test_together_when_first_fails(mode: str, r: redis.Redis) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_together_hands_failures_to_the_steps_they_belong_to(mode: str, r: redis.Redis) -> None:
-    first = Op((scripts.SET, B, "x"), ("INCRBY", B, "1"), catch=True)
+    first = Op((scripts.SET, B, "x"), ("INCRBY", B, "1"), (scripts.GET, B), catch=True)
     then = Op(("INCRBY", B, "x"), (scripts.GET, B), catch=True)
-    assert drive(mode, hooks.together(first.steps(), then.steps())) == (2, 2)
+    assert drive(mode, hooks.together(first.steps(), then.steps())) == (3, 2)
     assert isinstance(first.replies[1], SessionUnavailable)
+    assert first.replies[2] == b"x"  # it went on after meeting the failure
     assert isinstance(then.replies[0], SessionUnavailable)
     assert then.replies[1] == b"x"
 
