@@ -435,6 +435,37 @@ def test_login_through_the_middleware_writes_entry_and_session_in_one_round_trip
     assert whoami(client) == "ada"
 
 
+@needs_alogin
+def test_async_login_through_the_middleware_counts_the_same(
+    ada: User, sends: Sends, on_cluster: bool
+) -> None:
+    async def flow() -> tuple[int, int]:
+        client = AsyncClient()
+        assert (await client.get("/acounter/")).content == b"1"
+        sends.count = 0
+        assert (await client.get("/alogin/?username=ada")).status_code == 200
+        anonymous = sends.count
+        fresh = AsyncClient()
+        sends.count = 0
+        assert (await fresh.get("/alogin/?username=ada")).status_code == 200
+        return anonymous, sends.count
+
+    assert async_to_sync(flow)() == ((5, 3) if on_cluster else (4, 2))
+    assert len(users.get_sessions(ada)) == 2
+
+
+def test_login_without_a_session_is_two_round_trips(
+    ada: User, r: redis.Redis, sends: Sends, on_cluster: bool
+) -> None:
+    """No cookie yet: cycle_key() creates the empty session (SET NX), then the
+    response's save writes it signed in, its entry in the same round trip."""
+    client = browser("Firefox")
+    sends.count = 0
+    assert client.get("/login/?username=ada").status_code == 200
+    assert sends.count == (3 if on_cluster else 2)
+    assert [s.id for s in users.get_sessions(ada)] == [digest_of(client)]
+
+
 def test_cycle_key_of_a_signed_in_session(
     ada: User, r: redis.Redis, sends: Sends, on_cluster: bool
 ) -> None:
