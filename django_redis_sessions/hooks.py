@@ -230,8 +230,10 @@ def together(first: Steps[T], then: Steps[U]) -> Steps[tuple[T, U]]:
 
     Both are started before anything is sent, ``first`` before ``then`` (so what
     ``first`` does to shared data before its command, ``then`` sees); one that
-    raises on the way sends nothing. If ``first`` fails, ``then`` is closed and
-    the failure raised: what ``then``'s command did is left to the caller.
+    raises on the way sends nothing. Questions to the driver that change nothing
+    (``scripts.QUESTIONS``) that ``then`` asks first are answered before. If
+    ``first`` fails, ``then`` is closed and the failure raised: what ``then``'s
+    command did is left to the caller.
     """
     try:
         command = next(first)
@@ -239,6 +241,13 @@ def together(first: Steps[T], then: Steps[U]) -> Steps[tuple[T, U]]:
         return stop.value, (yield from then)
     try:
         following = next(then)
+        while following[0] in scripts.QUESTIONS:  # changes nothing: asked first
+            try:
+                answer = yield following
+            except Exception as exc:  # the driver's failure, for then to meet
+                following = then.throw(exc)
+            else:
+                following = then.send(answer)
     except StopIteration as stop:
         return (yield from resumed(first, command)), stop.value
     except BaseException:

@@ -197,6 +197,9 @@ PIPELINE = "PIPELINE"
 CALL = "CALL"
 #: What the driver answers itself: never sent in a pipeline.
 DRIVER_ONLY = frozenset({IFEQ_SUPPORTED, PIPELINE, CALL})
+#: Of those, the questions that change nothing: ``hooks.together`` may answer
+#: them out of turn, before the commands it pairs.
+QUESTIONS = frozenset({IFEQ_SUPPORTED})
 
 
 def set_ifeq(key: Any, value: bytes, expected: bytes, ttl_ms: int) -> tuple[Any, ...]:

@@ -195,6 +195,29 @@ def test_together_runs_the_driver_own_commands_alone(mode: str, r: redis.Redis) 
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_together_answers_questions_first(mode: str, r: redis.Redis, sends: Sends) -> None:
+    """A question that changes nothing (may the server do SET IFEQ?) does not keep
+    ``then``'s write out of the pair."""
+    first = Op((scripts.GET, A))
+    then = Op((scripts.IFEQ_SUPPORTED,), (scripts.IFEQ_SUPPORTED,), (scripts.SET, A, "1"))
+    assert counted(mode, sends, hooks.together(first.steps(), then.steps())) == (1, 3)
+    assert first.replies == [None]  # it ran first
+    assert sends.count == 1
+    asks = Op((scripts.IFEQ_SUPPORTED,))
+    assert drive(mode, hooks.together(Op((scripts.GET, A)).steps(), asks.steps())) == (1, 1)
+
+
+def test_together_hands_a_failed_question_to_its_steps(r: redis.Redis) -> None:
+    first = Op((scripts.GET, A), catch=True)
+    then = Op((scripts.IFEQ_SUPPORTED,), catch=True)
+    nowhere = session_redis(url=f"redis://127.0.0.1:{free_port()}/0")
+    with override_settings(SESSION_REDIS=nowhere):
+        assert driver.run(hooks.together(first.steps(), then.steps())) == (1, 1)
+    # then met the failure and ended; first was sent alone, and failed too.
+    assert all(isinstance(op.replies[0], SessionUnavailable) for op in (first, then))
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_together_when_first_fails(mode: str, r: redis.Redis) -> None:
     first, then = Op(("INCRBY", B, "x")), Op((scripts.SET, A, "1"), (scripts.GET, A))
     with pytest.raises(SessionUnavailable, match="not an integer"):
@@ -223,8 +246,8 @@ def test_together_sends_nothing_when_then_cannot_start(r: redis.Redis) -> None:
     first = Op((scripts.SET, A, "1"))
 
     def refuses() -> Steps:
+        yield from ()  # a generator, raising before its first command
         raise ValueError("too large")
-        yield  # pragma: no cover - a generator
 
     with pytest.raises(ValueError, match="too large"):
         driver.run(hooks.together(first.steps(), refuses()))
