@@ -293,7 +293,9 @@ class Index(hooks.Layer):
         )
         try:
             # The entry and the write's first command in one round trip, the
-            # entry first: Redis runs them in order.
+            # entry first: Redis runs them in order. Should the entry fail and
+            # the write not, the save fails all the same: a new key is never
+            # handed out without its entry.
             (_, _, evicted), _ = yield from hooks.together(put, write)
         except (CreateError, UpdateError):
             # The session was not written (a key collision, or it was ended

@@ -816,6 +816,11 @@ def test_the_readme_acl_user_runs_the_index(ada: User, r: redis.Redis, redis_url
         r.execute_command("ACL", "SETUSER", "indexer", "-hset")
         with override_settings(SESSION_REDIS=session_redis(url=url)):
             assert browser("Firefox").get("/login/?username=ada").status_code == 503
+            # The entry failed in the round trip where the SET NX went in: the
+            # create fails all the same, and its new key reaches no one.
+            with pytest.raises(SessionUnavailable, match="script"):
+                new_session(ada.pk).create()
+        assert users.get_sessions(ada) == []
     finally:
         r.execute_command("ACL", "DELUSER", "indexer")
 
