@@ -14,12 +14,22 @@ MOVED/ASK and failovers handled here the way redis-py handles them.
 
 An operation may also yield ``(scripts.IFEQ_SUPPORTED,)``: the driver answers
 whether the server takes ``SET ... IFEQ`` (asked once per connection pool).
+
+``(scripts.PIPELINE, command, ...)`` sends several commands in one round trip,
+in order, with one WAIT after them when any needs it; on a Cluster, one round
+trip per run of consecutive commands in the same slot, in order. The reply is
+the list of the commands' outcomes, each as the command alone would get it: a
+failure comes as the ``SessionUnavailable`` the driver would have thrown (the
+operation raises it where it wants), WRONGTYPE as a ``WrongType`` value. A script
+the server has lost (NOSCRIPT) is sent again by its source in a second round
+trip, after the commands that followed it had run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar, cast
@@ -30,6 +40,7 @@ import redis.asyncio.cluster
 import redis.cluster
 from asgiref.sync import sync_to_async
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -54,7 +65,7 @@ ASKING = "ASKING"
 # Not a Redis command: ``(CALL, function, *args)`` runs a blocking function (an
 # old session store, see migration.py) and sends back its result or raises its
 # error into the operation; the async driver runs it in a thread.
-CALL = "CALL"
+CALL = scripts.CALL
 
 # Failures of the client itself, not only of a command: a cluster client that
 # cannot read the slot map raises RedisClusterException, which is no RedisError.
@@ -79,16 +90,30 @@ def _script_args(command: Command) -> tuple[scripts.Script, tuple[Any, ...]]:
     return script, (1, *command[2:])
 
 
-def _resume_after(steps: Generator[Command, Any, Any], exc: Exception) -> Command:
-    """Hand a failed command's error to the operation; return its next command."""
+def _outcome(exc: Exception) -> WrongType | SessionUnavailable:
+    """What the operation gets for a failed command: WrongType (a value) or the
+    SessionUnavailable it meets."""
     if isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE"):
-        return steps.send(WrongType(str(exc)))
+        return WrongType(str(exc))
     if isinstance(exc, NotReplicated):
         failure = SessionUnavailable(str(exc))
     else:
         failure = SessionUnavailable(f"Redis failed: {type(exc).__name__}: {exc}")
     failure.__cause__ = exc
-    return steps.throw(failure)
+    return failure
+
+
+def _resume_after(steps: Generator[Command, Any, Any], exc: Exception) -> Command:
+    """Hand a failed command's error to the operation; return its next command."""
+    outcome = _outcome(exc)
+    if isinstance(outcome, SessionUnavailable):
+        return steps.throw(outcome)
+    return steps.send(outcome)
+
+
+def _outcomes(replies: list[Any]) -> list[Any]:
+    """A pipeline's replies as the operation gets them (see the module's docstring)."""
+    return [_outcome(reply) if isinstance(reply, Exception) else reply for reply in replies]
 
 
 def wait_of(config: conf.Config) -> Wait:
@@ -124,20 +149,68 @@ def _key(command: Command) -> Any:
     return command[2] if command[0] is scripts.EVALSHA else command[1]
 
 
-def _checked(replies: Sequence[Any], wait: Wait) -> Any:
-    """The write's reply, once WAIT says enough replicas have it."""
-    reply, acknowledged = replies
-    if isinstance(reply, Exception):
-        raise reply
-    if isinstance(acknowledged, Exception):
-        raise acknowledged
+def _slot_runs(commands: Sequence[Command]) -> list[list[Command]]:
+    """Runs of consecutive commands whose keys share a Cluster slot, in order."""
+    runs: list[list[Command]] = []
+    last = -1
+    for command in commands:
+        key = _key(command)
+        slot = key_slot(key.encode() if isinstance(key, str) else key)
+        if slot != last or not runs:
+            runs.append([])
+        runs[-1].append(command)
+        last = slot
+    return runs
+
+
+# The plumbing of every pipeline, sync or async: a generator that yields the
+# batches to send on one connection (and one Cluster slot) and receives their
+# replies, error replies as values; it returns the commands' replies, a write
+# whose WAIT fell short replaced by NotReplicated.
+Batches = Generator[list[Command], list[Any], list[Any]]
+
+
+def _batches(commands: Sequence[Command], wait: Wait) -> Batches:
+    waits = bool(wait[0]) and any(needs_wait(command) for command in commands)
+    tail: list[Command] = [(WAIT, *wait)] if waits else []
+    sent = yield [_wire(command) for command in commands] + tail
+    replies, acknowledged = sent[: len(commands)], sent[len(commands) :]
+    lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if lost:  # a restarted, flushed or new server: EVAL caches them again
+        again = yield [_wire(commands[i], by_source=True) for i in lost] + tail
+        for i, reply in zip(lost, again, strict=False):
+            replies[i] = reply
+        acknowledged += again[len(lost) :]
+    if waits:
+        short = _not_replicated(acknowledged, wait)
+        if short is not None:
+            replies = [
+                short if needs_wait(command) and not isinstance(reply, Exception) else reply
+                for command, reply in zip(commands, replies, strict=True)
+            ]
+    return replies
+
+
+def _not_replicated(acknowledged: list[Any], wait: Wait) -> Exception | None:
+    """Why the WAITs' replies fall short of ``wait``, or None when they do not."""
+    failed = next((reply for reply in acknowledged if isinstance(reply, Exception)), None)
+    if failed is not None:
+        return failed
     replicas, timeout = wait
-    if acknowledged < replicas:
-        raise NotReplicated(
-            f"The session was written to the primary, but only {acknowledged} of "
+    fewest = min(acknowledged)
+    if fewest < replicas:
+        return NotReplicated(
+            f"The session was written to the primary, but only {fewest} of "
             f'{replicas} replicas (SESSION_REDIS["wait_replicas"]) confirmed it '
             f"within {timeout} ms."
         )
+    return None
+
+
+def _single(replies: list[Any]) -> Any:
+    (reply,) = replies
+    if isinstance(reply, Exception):
+        raise reply
     return reply
 
 
@@ -147,8 +220,10 @@ def _checked(replies: Sequence[Any], wait: Wait) -> Any:
 def execute(client: connection.SyncClient, command: Command, wait: Wait = NO_WAIT) -> Any:
     if command[0] is scripts.IFEQ_SUPPORTED:
         return connection.supports_ifeq(client)
+    if command[0] is scripts.PIPELINE:
+        return _outcomes(_pipelined(client, command[1:], wait))
     if wait[0] and needs_wait(command):
-        return _execute_and_wait(client, command, wait)
+        return _single(_pipelined(client, [command], wait))
     send = cast(Any, client).execute_command
     if command[0] is scripts.EVALSHA:
         try:
@@ -158,23 +233,25 @@ def execute(client: connection.SyncClient, command: Command, wait: Wait = NO_WAI
     return send(*command, **_options(command))
 
 
-def _execute_and_wait(client: connection.SyncClient, command: Command, wait: Wait) -> Any:
-    wait_command = (WAIT, *wait)
-    if isinstance(client, redis.cluster.RedisCluster):
-        key = _key(command)
+def _pipelined(client: connection.SyncClient, commands: Sequence[Command], wait: Wait) -> list[Any]:
+    """The replies of ``commands`` (see ``_batches``), in as few round trips as their
+    slots allow; a failure of the connection is raised."""
+    if not isinstance(client, redis.cluster.RedisCluster):
+        return _run_batches(_batches(commands, wait), functools.partial(_pipeline, client))
+    replies: list[Any] = []
+    for run_ in _slot_runs(commands):
+        send = functools.partial(_cluster_pipeline, client, _key(run_[0]))
+        replies += _run_batches(_batches(run_, wait), send)
+    return replies
 
-        def send(commands: list[Command]) -> list[Any]:
-            return _cluster_pipeline(client, key, commands)
 
-    else:
-
-        def send(commands: list[Command]) -> list[Any]:
-            return _pipeline(client, commands)
-
-    replies = send([_wire(command), wait_command])
-    if isinstance(replies[0], NoScriptError):
-        replies = send([_wire(command, by_source=True), wait_command])
-    return _checked(replies, wait)
+def _run_batches(batches: Batches, send: Callable[[list[Command]], list[Any]]) -> list[Any]:
+    try:
+        batch = next(batches)
+        while True:
+            batch = batches.send(send(batch))
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
 
 
 def _pipeline(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
@@ -270,8 +347,10 @@ def run(steps: Generator[Command, Any, T]) -> T:
 async def aexecute(client: connection.AsyncClient, command: Command, wait: Wait = NO_WAIT) -> Any:
     if command[0] is scripts.IFEQ_SUPPORTED:
         return await connection.asupports_ifeq(client)
+    if command[0] is scripts.PIPELINE:
+        return _outcomes(await _apipelined(client, command[1:], wait))
     if wait[0] and needs_wait(command):
-        return await _aexecute_and_wait(client, command, wait)
+        return _single(await _apipelined(client, [command], wait))
     send = cast(Any, client).execute_command
     if command[0] is scripts.EVALSHA:
         try:
@@ -281,18 +360,30 @@ async def aexecute(client: connection.AsyncClient, command: Command, wait: Wait 
     return await send(*command, **_options(command))
 
 
-async def _aexecute_and_wait(client: connection.AsyncClient, command: Command, wait: Wait) -> Any:
-    wait_command = (WAIT, *wait)
+async def _apipelined(
+    client: connection.AsyncClient, commands: Sequence[Command], wait: Wait
+) -> list[Any]:
+    """The async twin of ``_pipelined``."""
+    if not isinstance(client, redis.asyncio.cluster.RedisCluster):
+        return await _arun_batches(_batches(commands, wait), client, None)
+    replies: list[Any] = []
+    for run_ in _slot_runs(commands):
+        replies += await _arun_batches(_batches(run_, wait), client, _key(run_[0]))
+    return replies
 
-    async def send(commands: list[Command]) -> list[Any]:
-        if isinstance(client, redis.asyncio.cluster.RedisCluster):
-            return await _acluster_pipeline(client, _key(command), commands)
-        return await _apipeline(client, commands)
 
-    replies = await send([_wire(command), wait_command])
-    if isinstance(replies[0], NoScriptError):
-        replies = await send([_wire(command, by_source=True), wait_command])
-    return _checked(replies, wait)
+async def _arun_batches(batches: Batches, client: connection.AsyncClient, key: Any) -> list[Any]:
+    """Send each batch to ``client``, or on a Cluster to the primary owning ``key``."""
+    try:
+        batch = next(batches)
+        while True:
+            if isinstance(client, redis.asyncio.cluster.RedisCluster):
+                replies = await _acluster_pipeline(client, key, batch)
+            else:
+                replies = await _apipeline(client, batch)
+            batch = batches.send(replies)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
 
 
 async def _apipeline(client: redis.asyncio.Redis, commands: Sequence[Command]) -> list[Any]:

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from django_redis_sessions import codec, conf
+from django_redis_sessions import codec, conf, scripts
+from django_redis_sessions.exceptions import SessionUnavailable
 
 T = TypeVar("T")
+U = TypeVar("U")
 Command = tuple[Any, ...]
 Steps = Generator[Command, Any, T]
 
@@ -216,3 +218,88 @@ class Layer:
 def overrides(layer: Layer, name: str) -> bool:
     """Whether ``layer`` has its own ``name`` hook (the plan calls only those)."""
     return getattr(type(layer), name) is not getattr(Layer, name)
+
+
+# Running two operations' steps in fewer round trips ------------------------------
+
+
+def together(first: Steps[T], then: Steps[U]) -> Steps[tuple[T, U]]:
+    """Run ``first``, then ``then``, with the first command of each sent in one round
+    trip (``scripts.PIPELINE``): Redis runs ``first``'s before ``then``'s. The rest of
+    each runs on its own, ``first`` to its end before ``then`` goes on.
+
+    Both are started before anything is sent, ``first`` before ``then`` (so what
+    ``first`` does to shared data before its command, ``then`` sees); one that
+    raises on the way sends nothing. Questions to the driver that change nothing
+    (``scripts.QUESTIONS``) that ``then`` asks first are answered before. If
+    ``first`` fails, ``then`` is closed and the failure raised: what ``then``'s
+    command did is left to the caller.
+    """
+    try:
+        command = next(first)
+    except StopIteration as stop:
+        return stop.value, (yield from then)
+    try:
+        following = next(then)
+        while following[0] in scripts.QUESTIONS:  # changes nothing: asked first
+            try:
+                answer = yield following
+            except Exception as exc:  # the driver's failure, for then to meet
+                following = then.throw(exc)
+            else:
+                following = then.send(answer)
+    except StopIteration as stop:
+        return (yield from resumed(first, command)), stop.value
+    except BaseException:
+        first.close()
+        raise
+    if command[0] in scripts.DRIVER_ONLY or following[0] in scripts.DRIVER_ONLY:
+        try:
+            done = yield from resumed(first, command)
+        except BaseException:
+            then.close()
+            raise
+        return done, (yield from resumed(then, following))
+    try:
+        replies = yield (scripts.PIPELINE, command, following)
+    except SessionUnavailable as exc:  # the connection failed: neither is known to have run
+        replies = [exc, exc]
+    try:
+        done = yield from answered(first, replies[0])
+    except BaseException:
+        then.close()
+        raise
+    return done, (yield from answered(then, replies[1]))
+
+
+def answered(steps: Steps[T], outcome: Any) -> Steps[T]:
+    """The rest of ``steps``, started and waiting for the reply of a command already
+    sent: ``outcome``, a pipeline's (a SessionUnavailable is raised in it)."""
+    try:
+        if isinstance(outcome, SessionUnavailable):
+            command = steps.throw(outcome)
+        else:
+            command = steps.send(outcome)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    return (yield from resumed(steps, command))
+
+
+def resumed(steps: Steps[T], command: Command) -> Steps[T]:
+    """The rest of ``steps``, started and stopped at ``command`` (not sent yet)."""
+    while True:
+        try:
+            reply = yield command
+        except GeneratorExit:
+            steps.close()
+            raise
+        except BaseException as exc:  # the driver's failure, for the operation to meet
+            try:
+                command = steps.throw(exc)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            continue
+        try:
+            command = steps.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]

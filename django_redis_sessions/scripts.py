@@ -188,6 +188,19 @@ NO_WAIT = (TOUCH, DEADLINED[TOUCH], LOAD, NOW)
 # (``connection.supports_ifeq``: one INFO per connection pool, then remembered).
 IFEQ_SUPPORTED = "IFEQ_SUPPORTED"
 
+# Not a Redis command: ``(PIPELINE, command, ...)`` sends the commands in one
+# round trip (on a Cluster, one per run of commands in the same slot), in order,
+# answered by the list of their replies, each as the command alone would get
+# it (see ``driver``). Only Redis commands go in it.
+PIPELINE = "PIPELINE"
+# Not a Redis command: ``(CALL, function, *args)`` (see ``driver``).
+CALL = "CALL"
+#: What the driver answers itself: never sent in a pipeline.
+DRIVER_ONLY = frozenset({IFEQ_SUPPORTED, PIPELINE, CALL})
+#: Of those, the questions that change nothing: ``hooks.together`` may answer
+#: them out of turn, before the commands it pairs.
+QUESTIONS = frozenset({IFEQ_SUPPORTED})
+
 
 def set_ifeq(key: Any, value: bytes, expected: bytes, ttl_ms: int) -> tuple[Any, ...]:
     """Write ``value`` (expiry ``ttl_ms``) only if the key holds exactly ``expected``,

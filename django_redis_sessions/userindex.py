@@ -463,7 +463,7 @@ class Index(hooks.Layer):
     ) -> Steps[None]:
         owners: dict[str, str] = store.scratch.get(OWNERS) or {}
         previous = next((k for k, u in owners.items() if u == uid and k != session_key), None)
-        key, digest, evicted = yield from self._put(
+        put = self._put(
             store,
             session_key,
             uid,
@@ -472,11 +472,15 @@ class Index(hooks.Layer):
             previous=store.digest_of(previous) if must_create and previous else "",
         )
         try:
-            yield from write
+            # The entry and the write's first command in one round trip, the
+            # entry first: Redis runs them in order. Should the entry fail and
+            # the write not, the save fails all the same: a new key is never
+            # handed out without its entry.
+            (_, _, evicted), _ = yield from hooks.together(put, write)
         except (CreateError, UpdateError):
             # The session was not written (a key collision, or it was ended
             # meanwhile): take back the entry rather than leave it stale.
-            yield (scripts.HDEL, key, digest)
+            yield (scripts.HDEL, index_key(self.config.prefix, uid), store.digest_of(session_key))
             raise
         _owners(store)[session_key] = uid
         yield from self._evict(store, uid, evicted)

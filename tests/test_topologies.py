@@ -21,7 +21,7 @@ import redis.crc
 from asgiref.sync import async_to_sync
 from django.core.exceptions import ImproperlyConfigured
 
-from django_redis_sessions import codec, conf, connection, driver, scripts
+from django_redis_sessions import codec, conf, connection, driver, scripts, userindex
 from django_redis_sessions.exceptions import SessionUnavailable
 from django_redis_sessions.session import SessionStore
 from testproject.redis_server import RedisServer, free_port
@@ -298,6 +298,37 @@ def test_sentinel_too_few_replicas_is_unavailable(
         roundtrip(mode, {"n": 1})
 
 
+def sign_in(mode: str, uid: str = "7") -> tuple[str, str]:
+    """A new signed-in session (its entry and its key in one round trip on one
+    server, one per slot on a Cluster); returns (its Redis key, its index key)."""
+    store = SessionStore()
+    store["_auth_user_id"] = uid
+    if mode == "async":
+        async_to_sync(store.acreate)()
+    else:
+        store.create()
+    assert store.session_key is not None
+    return redis_key(store.session_key), userindex.index_key(conf.get_config().prefix, uid)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sentinel_sign_in_waits_for_the_entry_and_the_session(
+    on_sentinel: SentinelGroup, settings: Any, mode: str
+) -> None:
+    use(settings, wait_replicas=1)
+    replica = on_sentinel.replicas[0]
+    assert replica_in_sync(replica)
+    with client_for(replica) as on_replica:
+        for n in range(10):
+            key, index = sign_in(mode, str(n))
+            # Read from the replica straight after the create returned.
+            assert on_replica.exists(key) == 1
+            assert on_replica.hexists(index, key.removeprefix(conf.get_config().prefix))
+    use(settings, wait_replicas=2, wait_timeout=50)
+    with pytest.raises(SessionUnavailable, match=r"only 1 of 2 replicas"):
+        sign_in(mode)
+
+
 # Cluster -------------------------------------------------------------------------------
 
 
@@ -395,6 +426,41 @@ def test_cluster_too_few_replicas_is_unavailable(
     use(settings, wait_replicas=2, wait_timeout=50)
     with pytest.raises(SessionUnavailable, match=r"only 1 of 2 replicas"):
         roundtrip(mode, {"n": 1})
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cluster_sign_in_waits_for_the_entry_and_the_session(
+    on_cluster: Cluster, settings: Any, mode: str
+) -> None:
+    use(settings, wait_replicas=1)
+    prefix = conf.get_config().prefix
+    for n in range(10):
+        key, index = sign_in(mode, str(n))
+        for name in (key, index):  # two slots: each waited for on its own primary
+            replica = on_cluster.replica_of(on_cluster.primary_for(name))
+            with client_for(replica) as on_replica:
+                on_replica.execute_command("READONLY")
+                if name == key:
+                    assert on_replica.exists(key) == 1
+                else:
+                    assert on_replica.hexists(index, key.removeprefix(prefix))
+    use(settings, wait_replicas=2, wait_timeout=50)
+    with pytest.raises(SessionUnavailable, match=r"only 1 of 2 replicas"):
+        sign_in(mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("wait_replicas", [0, 1])
+def test_cluster_sign_in_loads_scripts_where_missing(
+    on_cluster: Cluster, settings: Any, mode: str, wait_replicas: int
+) -> None:
+    use(settings, wait_replicas=wait_replicas)
+    for primary in on_cluster.primaries():
+        with client_for(primary) as client:
+            client.script_flush()
+    key, index = sign_in(mode)
+    with client_for(on_cluster.primary_for(index)) as client:
+        assert client.hexists(index, key.removeprefix(conf.get_config().prefix))
 
 
 @pytest.mark.parametrize("mode", MODES)

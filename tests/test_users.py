@@ -23,12 +23,12 @@ from django.contrib.sessions.backends.base import UpdateError
 from django.core.exceptions import ImproperlyConfigured
 from django.test import AsyncClient, Client, override_settings
 
-from django_redis_sessions import codec, conf, plan, userindex, users
+from django_redis_sessions import codec, conf, plan, scripts, userindex, users
 from django_redis_sessions.exceptions import SessionUnavailable
 from django_redis_sessions.session import SessionStore
 from testproject.redis_server import free_port
 from tests.conftest import session_redis
-from tests.twins import ENGINE_COMMANDS, command_calls
+from tests.twins import ENGINE_COMMANDS, Sends, command_calls
 
 COOKIE = settings.SESSION_COOKIE_NAME
 pytestmark = pytest.mark.django_db
@@ -360,6 +360,175 @@ def test_ordinary_requests_cost_what_they_cost_without_the_index(
     assert command_calls(r) == 1
 
 
+@pytest.fixture
+def sends(monkeypatch: pytest.MonkeyPatch, r: redis.Redis) -> Sends:
+    for script in scripts.SCRIPTS:  # as on a server that ran them before
+        r.script_load(script.source)
+    return Sends(monkeypatch)
+
+
+@pytest.fixture
+def on_cluster(redis_topology: str) -> bool:
+    return redis_topology == "cluster"
+
+
+# A sign-in's entry and session (INDEX_PUT, SET NX) share one round trip on one
+# server; on a Cluster their keys are in different slots, one round trip each.
+# Server-side, the script runs TYPE, HGET, HSET, HGETALL, PTTL, PEXPIRE.
+SIGN_IN_COMMANDS = {"evalsha": 1, "type": 1, "hget": 1, "hset": 1, "hgetall": 1, "pttl": 1}
+
+
+def new_session(uid: Any) -> SessionStore:
+    store = SessionStore()
+    store["_auth_user_id"] = str(uid)
+    return store
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_sign_in_is_one_round_trip(
+    ada: User, bob: User, r: redis.Redis, sends: Sends, on_cluster: bool, mode: str
+) -> None:
+    """The benchmark's sign-in: create() of a session holding a user id."""
+
+    async def acreate() -> SessionStore:
+        await new_session(bob.pk).acreate()  # the loop's client connected, the script cached
+        r.config_resetstat()
+        sends.count = 0
+        store = SessionStore()
+        store["_auth_user_id"] = str(ada.pk)
+        await store.acreate()
+        return store
+
+    if mode == "sync":
+        new_session(bob.pk).create()  # connected, the script cached
+        r.config_resetstat()
+        sends.count = 0
+        store = SessionStore()
+        store["_auth_user_id"] = str(ada.pk)
+        store.create()
+    else:
+        store = async_to_sync(acreate)()
+    assert sends.count == (2 if on_cluster else 1)
+    stats = calls(r)
+    assert stats.pop("set") == 1 and stats.pop("pexpire", 1) == 1  # a new hash gets its TTL
+    assert stats == SIGN_IN_COMMANDS
+    assert command_calls(r) == 8
+    assert [s.id for s in users.get_sessions(ada)] == [store.digest_of(store.session_key or "")]
+
+
+def test_login_through_the_middleware_writes_entry_and_session_in_one_round_trip(
+    ada: User, r: redis.Redis, sends: Sends, on_cluster: bool
+) -> None:
+    """Django's login() on an anonymous session: cycle_key() (the load, the new
+    key's SET NX, the old key's DEL), then the response's save of the signed-in
+    session with its entry, together."""
+    client = browser("Firefox")
+    assert client.get("/counter/").content == b"1"
+    anonymous = key_of(client)
+    r.config_resetstat()
+    sends.count = 0
+    assert client.get("/login/?username=ada").status_code == 200
+    assert sends.count == (5 if on_cluster else 4)
+    stats = calls(r)
+    assert (stats["get"], stats["del"], stats["evalsha"]) == (1, 1, 2)  # + the save script
+    assert key_of(client) != anonymous
+    assert [s.id for s in users.get_sessions(ada)] == [digest_of(client)]
+    assert whoami(client) == "ada"
+
+
+@needs_alogin
+def test_async_login_through_the_middleware_counts_the_same(
+    ada: User, sends: Sends, on_cluster: bool
+) -> None:
+    async def flow() -> tuple[int, int]:
+        client = AsyncClient()
+        assert (await client.get("/acounter/")).content == b"1"
+        sends.count = 0
+        assert (await client.get("/alogin/?username=ada")).status_code == 200
+        anonymous = sends.count
+        fresh = AsyncClient()
+        sends.count = 0
+        assert (await fresh.get("/alogin/?username=ada")).status_code == 200
+        return anonymous, sends.count
+
+    assert async_to_sync(flow)() == ((5, 3) if on_cluster else (4, 2))
+    assert len(users.get_sessions(ada)) == 2
+
+
+def test_login_without_a_session_is_two_round_trips(
+    ada: User, r: redis.Redis, sends: Sends, on_cluster: bool
+) -> None:
+    """No cookie yet: cycle_key() creates the empty session (SET NX), then the
+    response's save writes it signed in, its entry in the same round trip."""
+    client = browser("Firefox")
+    sends.count = 0
+    assert client.get("/login/?username=ada").status_code == 200
+    assert sends.count == (3 if on_cluster else 2)
+    assert [s.id for s in users.get_sessions(ada)] == [digest_of(client)]
+
+
+def test_cycle_key_of_a_signed_in_session(
+    ada: User, r: redis.Redis, sends: Sends, on_cluster: bool
+) -> None:
+    """The new key and its entry in one round trip; then the old key ends (its DEL,
+    its entry's HDEL)."""
+    client = signed_in("Firefox")
+    store = SessionStore(key_of(client))
+    assert store["_auth_user_id"] == str(ada.pk)
+    old = store.session_key
+    r.config_resetstat()
+    sends.count = 0
+    store.cycle_key()
+    assert sends.count == (4 if on_cluster else 3)
+    stats = calls(r)
+    assert (stats["set"], stats["del"], stats["hdel"]) == (1, 1, 1)
+    assert store.session_key != old
+    (entry,) = users.get_sessions(ada)
+    assert entry.id == store.digest_of(store.session_key or "")
+    assert entry.user_agent == "Firefox"  # carried over from the old key's entry
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_sign_in_on_a_taken_key_takes_its_entry_back(
+    ada: User, bob: User, r: redis.Redis, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """The entry went in with the SET NX that found the key taken: it is taken
+    back, and the create tries again with a new key."""
+    victim = new_session(bob.pk)
+    victim.create()
+    keys = iter([victim.session_key, "n" * 32])
+    monkeypatch.setattr(SessionStore, "_get_new_session_key", lambda self: next(keys))
+    store = new_session(ada.pk)
+    if mode == "async":
+        async_to_sync(store.acreate)()
+    else:
+        store.create()
+    assert store.session_key == "n" * 32
+    assert [s.id for s in users.get_sessions(ada)] == [store.digest_of("n" * 32)]
+    entries = r.hkeys(userindex.index_key("session:", str(ada.pk)))
+    assert entries == [store.digest_of("n" * 32).encode()]  # no stale entry
+    assert SessionStore(victim.session_key).load()["_auth_user_id"] == str(bob.pk)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_sign_in_after_the_server_lost_its_scripts(
+    ada: User, r: redis.Redis, sends: Sends, on_cluster: bool, mode: str
+) -> None:
+    """NOSCRIPT (a restart, a failover, SCRIPT FLUSH): the entry's script goes again
+    by its source, one round trip more; the new key reaches no one before it."""
+    assert not SessionStore().exists("x" * 32)  # connected
+    r.script_flush()
+    sends.count = 0
+    store = new_session(ada.pk)
+    if mode == "async":
+        async_to_sync(store.acreate)()
+    else:
+        store.create()
+    if not on_cluster:  # where SCRIPT FLUSH reached every node
+        assert sends.count == 2
+    assert [s.id for s in users.get_sessions(ada)] == [store.digest_of(store.session_key or "")]
+
+
 def test_anonymous_sessions_never_touch_an_index(client: Client, r: redis.Redis) -> None:
     r.config_resetstat()
     assert client.get("/counter/").content == b"1"
@@ -648,6 +817,11 @@ def test_the_readme_acl_user_runs_the_index(ada: User, r: redis.Redis, redis_url
         r.execute_command("ACL", "SETUSER", "indexer", "-hset")
         with override_settings(SESSION_REDIS=session_redis(url=url)):
             assert browser("Firefox").get("/login/?username=ada").status_code == 503
+            # The entry failed in the round trip where the SET NX went in: the
+            # create fails all the same, and its new key reaches no one.
+            with pytest.raises(SessionUnavailable, match="script"):
+                new_session(ada.pk).create()
+        assert users.get_sessions(ada) == []
     finally:
         r.execute_command("ACL", "DELUSER", "indexer")
 

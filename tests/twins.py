@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.test import override_settings
@@ -116,3 +117,43 @@ def session_keys(r: Any) -> list[bytes]:
     """The sessions' keys, without the per-user indexes (tests/test_users.py)."""
     keys: list[bytes] = r.keys("session:*")
     return sorted(key for key in keys if not key.startswith(b"session:u:"))
+
+
+# A connection's own chatter (its handshake, a cluster's discovery), and the
+# tests' own server queries: not the engine's round trips.
+CHATTER = frozenset(
+    {b"HELLO", b"CLIENT", b"PING", b"AUTH", b"SELECT", b"READONLY", b"CLUSTER", b"COMMAND",
+     b"INFO", b"CONFIG", b"SENTINEL", b"SCRIPT", b"ROLE"}
+)  # fmt: skip
+
+
+class Sends:
+    """Round trips: every batch a redis-py connection writes (one command, or a
+    whole pipeline), sync or async, counted on its way to the socket; batches
+    that start with connection chatter (``CHATTER``) are not counted."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        sync_send = redis.connection.AbstractConnection.send_packed_command
+        async_send = redis.asyncio.connection.AbstractConnection.send_packed_command
+
+        def send(conn: Any, command: Any, check_health: bool = True) -> None:
+            self.note(command)
+            sync_send(conn, command, check_health)
+
+        async def asend(conn: Any, command: Any, check_health: bool = True) -> None:
+            self.note(command)
+            await async_send(conn, command, check_health)
+
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", send)
+        monkeypatch.setattr(
+            redis.asyncio.connection.AbstractConnection, "send_packed_command", asend
+        )
+
+    def note(self, packed: Any) -> None:
+        head = packed if isinstance(packed, (bytes, str)) else b"".join(packed)
+        head = head.encode() if isinstance(head, str) else head
+        # RESP: *<count>, $<length>, then the command's name.
+        name = head.split(b"\r\n", 3)[2].upper()
+        if name not in CHATTER:
+            self.count += 1
