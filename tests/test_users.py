@@ -1068,7 +1068,8 @@ def mine(r: redis.Redis, index: str, agent: str) -> bytes:
 
 def test_a_typical_users_index_stays_a_listpack(ada: User, r: redis.Redis) -> None:
     signed_in(REAL_USER_AGENTS[7], ip="2001:db8:85a3::8a2e:370:7334")
-    assert r.object("encoding", index_of(ada)) == b"listpack"
+    # Redis 6.2 calls the compact encoding "ziplist", 7.0 and later "listpack".
+    assert r.object("encoding", index_of(ada)) in (b"listpack", b"ziplist")
     signed_in("x" * 300)  # a long user agent: still listed, in a bigger hash
     assert r.object("encoding", index_of(ada)) == b"hashtable"
     assert {s.user_agent for s in users.get_sessions(ada)} == {REAL_USER_AGENTS[7], "x" * 256}
