@@ -641,7 +641,9 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             "concurrent saves; nothing was written."
         )
 
-    def _swap(self, redis_key: str, value: bytes, current: bytes, ttl: int) -> Steps[tuple[Any, bool]]:
+    def _swap(
+        self, redis_key: str, value: bytes, current: bytes, ttl: int
+    ) -> Steps[tuple[Any, bool]]:
         """The SAVE script's work as one native command (Valkey 8.1+, Redis 8.4+):
         ``(reply, True)`` with the script's reply (1 written, 0 gone or not ours,
         else the current value), or ``(None, False)`` when the server refused it
@@ -654,9 +656,10 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             return None, False
         if isinstance(reply, Exception):  # another Redis type: not ours, left alone
             return 0, True
-        outcome, theirs = scripts.swap_outcome(reply, current)
+        outcome, handed_back = scripts.swap_outcome(reply, current)
         if outcome is scripts.Swap.WRITTEN:
             return 1, True
+        theirs: Any = handed_back
         if outcome is scripts.Swap.NO_VALUE:
             # Valkey answers nil only when the key is gone; Redis 8.4's documents
             # leave open whether a failed condition answers nil too. A GET tells
