@@ -473,3 +473,30 @@ def test_a_native_save_waits_for_replicas(ops: Ops, r: Any, redis_url: str) -> N
             # WAIT came back with the replica's acknowledgement: it has the write.
             assert client_for(replica).get(redis_key) == r.get(redis_key)
         connection.reset()
+
+
+@pytest.mark.single_only
+@pytest.mark.parametrize("allowed", [True, False], ids=["info", "no-info"])
+def test_the_documented_acl_user_takes_the_native_save(
+    r: redis.Redis, redis_server: Server, allowed: bool
+) -> None:
+    # docs/failure.rst's user has +info: detection works, saves are native where
+    # the server has IFEQ; without it, the scripts.
+    from tests.test_faults import ACL_RULES
+
+    rules = ACL_RULES if allowed else [rule for rule in ACL_RULES if rule != "+info"]
+    r.execute_command("ACL", "SETUSER", "sessions", "reset", *rules)
+    try:
+        url = session_redis()["url"].replace("redis://", "redis://sessions:s3cret@")
+        with override_settings(SESSION_REDIS=session_redis(url=url, user_index=False)):
+            connection.reset()
+            store = loaded_store(Ops("sync"), a=1)
+            store["b"] = 2
+            r.script_load(scripts.SAVE.source)
+            r.config_resetstat()
+            store.save()
+            native = allowed and redis_server.has_ifeq
+            assert engine_calls(r) == (NATIVE_SAVE if native else SCRIPT_SAVE)
+    finally:
+        connection.reset()
+        r.acl_deluser("sessions")
