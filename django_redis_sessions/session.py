@@ -296,15 +296,16 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         if limit is not None and len(body) > limit:
             return True  # the stamp waits for a save, which reports the size
         fmt, stored = self._pack(body)
+        value = codec.join(fmt, version, stored)
         reply = yield (
             scripts.EVALSHA,
             scripts.RESEAL,
             self._redis_key(session_key),
             version,
-            codec.join(fmt, version, stored),
+            value,
         )
         if reply == 1:
-            self._stored_body, self._stored_value = body, codec.join(fmt, version, stored)
+            self._stored_body, self._stored_value = body, value
         return bool(reply != 0)
 
     def adopt(self, found: hooks.Found) -> Steps[bool | None]:

@@ -500,3 +500,59 @@ def test_the_documented_acl_user_takes_the_native_save(
     finally:
         connection.reset()
         r.acl_deluser("sessions")
+
+
+@pytest.mark.parametrize("after", ["clear", "unchanged"])
+def test_clear_and_the_expiry_refresh_keep_their_scripts(ops: Ops, r: Any, after: str) -> None:
+    # After clear() no version is known (REPLACE); an unchanged session only has
+    # its TTL moved (TOUCH): both stay scripts, on every server.
+    store = loaded_store(ops, a=1)
+    if after == "clear":
+        store.clear()
+        ops.setitem(store, "b", 2)
+    else:
+        store.modified = True
+    script = scripts.REPLACE if after == "clear" else scripts.TOUCH
+    r.script_load(script.source)
+    r.config_resetstat()
+    ops.save(store)
+    calls = engine_calls(r)
+    assert calls["cmdstat_evalsha"] == 1
+    assert ops.items(SessionStore(store.session_key)) == (
+        {"b": 2} if after == "clear" else {"a": 1}
+    )
+
+
+def as_redis_84_may(steps: Generator[tuple[Any, ...], Any, Any]) -> Any:
+    """Drive ``steps`` on the real server, but answer a SET ... IFEQ ... GET whose
+    condition failed with nil, as parts of Redis 8.4's documentation describe."""
+    client = connection.get_client()
+    command = next(steps)
+    try:
+        while True:
+            reply = driver.execute(client, command)
+            if command[0] == scripts.SET and scripts.IFEQ in command and reply != command[4]:
+                reply = None
+            command = steps.send(reply)
+    except StopIteration as stop:
+        return stop.value
+
+
+@pytest.mark.usefixtures("ifeq")
+def test_nil_for_a_failed_condition_is_told_from_a_gone_session_by_one_get(r: Any) -> None:
+    ours = loaded_store(Ops("sync"), shared=0)
+    theirs = SessionStore(ours.session_key)
+    theirs["theirs"] = 1
+    theirs.save()
+    ours["ours"] = 1
+    r.config_resetstat()
+    as_redis_84_may(ours._save(must_create=False))
+    # nil, then the GET found their newer session: merged onto it, not taken for gone.
+    assert engine_calls(r) == {"cmdstat_set": 2, "cmdstat_get": 1}
+    assert SessionStore(ours.session_key).load() == {"shared": 0, "theirs": 1, "ours": 1}
+    # And nil with no key behind it is the end it looks like.
+    SessionStore().delete(ours.session_key)
+    ours["more"] = 2
+    with pytest.raises(UpdateError):
+        as_redis_84_may(ours._save(must_create=False))
+    assert r.dbsize() == 0
