@@ -137,11 +137,20 @@ def _wire(command: Command, *, by_source: bool = False) -> Command:
     return (scripts.EVALSHA, script.sha, *args)
 
 
+def _is_ifeq(command: Command) -> bool:
+    return command[0] is scripts.SET and len(command) > 3 and command[3] is scripts.IFEQ
+
+
 def _options(command: Command) -> dict[str, Any]:
     # redis-py turns a SET's reply into True/False unless told GET was asked for.
-    if command[0] is scripts.SET and len(command) > 3 and command[3] is scripts.IFEQ:
-        return {"get": True}
-    return {}
+    return {"get": True} if _is_ifeq(command) else {}
+
+
+def _note_refusal(client: Any, command: Command, exc: Exception) -> None:
+    """A server that refuses IFEQ after all (a failover to an older one, a proxy):
+    ask it again next time rather than trust the pool's answer."""
+    if _is_ifeq(command) and isinstance(exc, ResponseError) and scripts.ifeq_refused(exc):
+        connection.forget_capabilities(client)
 
 
 def _key(command: Command) -> Any:
@@ -334,6 +343,7 @@ def run(steps: Generator[Command, Any, T]) -> T:
                     client = connection.get_client()
                 reply = execute(client, command, wait)
             except CLIENT_ERRORS as exc:
+                _note_refusal(client, command, exc)
                 command = _resume_after(steps, exc)
             else:
                 command = steps.send(reply)
@@ -451,6 +461,7 @@ async def arun(steps: Generator[Command, Any, T]) -> T:
             try:
                 reply = await aexecute(client, command, wait)
             except CLIENT_ERRORS as exc:
+                _note_refusal(client, command, exc)
                 command = _resume_after(steps, exc)
             else:
                 command = steps.send(reply)

@@ -55,6 +55,9 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     # discarded it since.
     _stored_version: bytes | None = None
     _stored_body: bytes | None = None
+    # The whole value as stored (header and sealed or compressed body): what a
+    # native compare-and-set (SET ... IFEQ) expects to find.
+    _stored_value: bytes | None = None
     _cleared: bool = False
     # Set when this request imported the session (a migration): until when
     # (time.monotonic()) what the old store had left of it lasts.
@@ -293,15 +296,16 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         if limit is not None and len(body) > limit:
             return True  # the stamp waits for a save, which reports the size
         fmt, stored = self._pack(body)
+        value = codec.join(fmt, version, stored)
         reply = yield (
             scripts.EVALSHA,
             scripts.RESEAL,
             self._redis_key(session_key),
             version,
-            codec.join(fmt, version, stored),
+            value,
         )
         if reply == 1:
-            self._stored_body = body
+            self._stored_body, self._stored_value = body, value
         return bool(reply != 0)
 
     def adopt(self, found: hooks.Found) -> Steps[bool | None]:
@@ -433,6 +437,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             self._session_key = None
             return {}
         self._stored_version, self._stored_body, self._cleared = version, body, False
+        self._stored_value = _as_bytes(reply)
         self._reseal = not self._codec.is_current(fmt, stored_body)
         if clock is not None and pttl is not None:
             reason = yield from clock.on_load(self, redis_key, data, version, pttl)
@@ -589,30 +594,41 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         if not created:
             raise CreateError
         self._stored_version, self._stored_body, self._cleared = codec.FIRST_VERSION, body, False
+        self._stored_value = value
         return None
 
     def _write(self, redis_key: str, data: dict[str, Any], body: bytes, ttl: int) -> Steps[None]:
         if self._cleared or self._stored_version is None:
             return (yield from self._replace(redis_key, data, body, ttl))
-        expected = self._stored_version
+        expected, current = self._stored_version, self._stored_value
         changes: tuple[dict[str, Any], set[str]] | None = None
+        native = current is not None
         for attempt in range(1, self._config.max_conflict_retries + 1):
             fmt, stored = self._pack(body)
             version = b"%d" % (int(expected) + 1)
             value = codec.join(fmt, version, stored)
-            reply = yield self._timed(
-                (scripts.EVALSHA, scripts.SAVE, redis_key, expected, value, ttl), data
-            )
+            save = (scripts.EVALSHA, scripts.SAVE, redis_key, expected, value, ttl)
+            sent = self._timed(save, data)
+            # The clock hands back a command with no deadline as it is; a deadline
+            # needs the script, which measures the time left on Redis's clock.
+            native = native and sent is save and (yield (scripts.IFEQ_SUPPORTED,))
+            if native:
+                assert current is not None
+                reply, native = yield from self._swap(redis_key, value, current, ttl)
+            if not native:
+                reply = yield sent
             if reply == 0:
                 yield from self._gone(self.session_key or "", data)
             if reply == 1:
                 self._session_cache = data
                 self._stored_version, self._stored_body = version, body
+                self._stored_value = value
                 return None
             # Another request saved first: re-apply our own changes onto its data.
             signals.save_conflict.send(type(self), digest=self._digest(), attempt=attempt)
             if changes is None:
                 changes = self._changes(data)
+            current = _as_bytes(reply)
             fmt, expected, theirs_stored = codec.split(reply)
             data = _apply(changes, self._decode_or_empty(fmt, theirs_stored))
             body = codec.dumps(data)
@@ -626,6 +642,38 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             "concurrent saves; nothing was written."
         )
 
+    def _swap(
+        self, redis_key: str, value: bytes, current: bytes, ttl: int
+    ) -> Steps[tuple[Any, bool]]:
+        """The SAVE script's work as one native command (Valkey 8.1+, Redis 8.4+):
+        ``(reply, True)`` with the script's reply (1 written, 0 gone or not ours,
+        else the current value), or ``(None, False)`` when the server refused it
+        (the driver forgot its capability): the script does this save."""
+        try:
+            reply = yield scripts.set_ifeq(redis_key, value, current, ttl)
+        except SessionUnavailable as exc:
+            if not scripts.ifeq_refused(cast(Exception, exc.__cause__)):
+                raise
+            return None, False
+        if isinstance(reply, Exception):  # another Redis type: not ours, left alone
+            return 0, True
+        outcome, handed_back = scripts.swap_outcome(reply, current)
+        if outcome is scripts.Swap.WRITTEN:
+            return 1, True
+        theirs: Any = handed_back
+        if outcome is scripts.Swap.NO_VALUE:
+            # Valkey answers nil only when the key is gone; Redis 8.4's documents
+            # leave open whether a failed condition answers nil too. A GET tells
+            # (the key gone is rare, so this read is too).
+            theirs = yield (scripts.GET, redis_key)
+            if theirs is None or isinstance(theirs, Exception):
+                return 0, True
+        try:
+            codec.split(theirs)
+        except codec.CorruptSession:  # not a session of ours: never overwritten, as SAVE
+            return 0, True
+        return theirs, True
+
     def _replace(self, redis_key: str, data: dict[str, Any], body: bytes, ttl: int) -> Steps[None]:
         fmt, stored = self._pack(body)
         reply = yield self._timed(
@@ -635,6 +683,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             yield from self._gone(self.session_key or "", data)
         self._session_cache = data
         self._stored_version, self._stored_body, self._cleared = b"%d" % reply, body, False
+        self._stored_value = codec.join(fmt, self._stored_version, stored)
         return None
 
     def _delete(self, session_key: str | None) -> Steps[None]:
@@ -810,7 +859,12 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             )
 
     def _forget_stored(self) -> None:
-        self._stored_version = self._stored_body = None
+        self._stored_version = self._stored_body = self._stored_value = None
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    # A client made with decode_responses=True reads str; codec.split's rule.
+    return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
 
 
 def _apply(changes: tuple[dict[str, Any], set[str]], theirs: dict[str, Any]) -> dict[str, Any]:

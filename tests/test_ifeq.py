@@ -15,14 +15,17 @@ from typing import Any
 import pytest
 import redis
 from asgiref.sync import async_to_sync
+from django.contrib.sessions.backends.base import UpdateError
 from django.test import override_settings
 
-from django_redis_sessions import connection, driver, scripts
+from django_redis_sessions import codec, connection, driver, scripts, signals
 from django_redis_sessions.connection import Server, server_of
 from django_redis_sessions.scripts import Swap, set_ifeq, swap_outcome
-from testproject.redis_server import HOST, RedisServer
+from django_redis_sessions.session import SessionStore
+from testproject.redis_server import HOST, RedisServer, find_redis_server, free_port
 from tests.conftest import session_redis
 from tests.topology import client_for, wait_for
+from tests.twins import ENGINE_COMMANDS, Ops
 
 KEY = "session:ifeq"
 
@@ -256,3 +259,300 @@ def test_only_a_syntax_error_means_no_ifeq() -> None:
     assert scripts.ifeq_refused(redis.ResponseError("syntax error"))
     assert scripts.ifeq_refused(redis.ResponseError("ERR syntax error"))
     assert not scripts.ifeq_refused(redis.ResponseError("WRONGTYPE Operation against a key"))
+
+
+# The store's save: native where the server has it, the script elsewhere ----------------
+
+NATIVE_SAVE = {"cmdstat_set": 1}
+SCRIPT_SAVE = {"cmdstat_evalsha": 1, "cmdstat_getrange": 1, "cmdstat_set": 1}
+
+
+def engine_calls(r: Any) -> dict[str, int]:
+    """What the server ran since its stats were reset, connection chatter left out."""
+    stats = r.info("commandstats")
+    return {k: int(v["calls"]) for k, v in stats.items() if k[8:] in ENGINE_COMMANDS}
+
+
+def loaded_store(ops: Ops, **data: Any) -> SessionStore:
+    """A session saved once, then loaded by another store (a new request)."""
+    first = SessionStore()
+    for name, value in data.items():
+        ops.setitem(first, name, value)
+    ops.save(first)
+    store = SessionStore(first.session_key)
+    ops.items(store)
+    return store
+
+
+@pytest.mark.parametrize(
+    "features",
+    [{}, {"compress_min_bytes": 1}, {"encryption_keys": ["k1:" + "B" * 43]}],
+    ids=["plain", "compressed", "encrypted"],
+)
+def test_a_save_is_one_native_set_where_the_server_has_it(
+    ops: Ops, r: Any, redis_server: Server, features: dict[str, Any]
+) -> None:
+    with override_settings(SESSION_REDIS=session_redis(**features)):
+        store = loaded_store(ops, a="x" * 200)
+        ops.setitem(store, "b", 2)
+        r.script_load(scripts.SAVE.source)
+        r.config_resetstat()
+        ops.save(store)
+        assert engine_calls(r) == (NATIVE_SAVE if redis_server.has_ifeq else SCRIPT_SAVE)
+        # Its expected value is the one it wrote: the next save is native too, with no read.
+        ops.setitem(store, "c", 3)
+        r.config_resetstat()
+        ops.save(store)
+        assert engine_calls(r) == (NATIVE_SAVE if redis_server.has_ifeq else SCRIPT_SAVE)
+        assert ops.items(SessionStore(store.session_key)) == {"a": "x" * 200, "b": 2, "c": 3}
+
+
+def test_a_conflict_merges_with_the_value_handed_back(
+    ops: Ops, r: Any, redis_server: Server
+) -> None:
+    seen: list[int] = []
+
+    def conflict(sender: Any, attempt: int, **kwargs: Any) -> None:
+        seen.append(attempt)
+
+    ours = loaded_store(ops, shared=0)
+    theirs = SessionStore(ours.session_key)
+    ops.setitem(theirs, "theirs", 1)
+    ops.save(theirs)
+    ops.setitem(ours, "ours", 1)
+    r.script_load(scripts.SAVE.source)
+    r.config_resetstat()
+    signals.save_conflict.connect(conflict)
+    try:
+        ops.save(ours)
+    finally:
+        signals.save_conflict.disconnect(conflict)
+    calls = engine_calls(r)
+    assert seen == [1]
+    assert ops.items(SessionStore(ours.session_key)) == {"shared": 0, "theirs": 1, "ours": 1}
+    if redis_server.has_ifeq:  # the SET that found their value handed it back: no GET
+        assert calls == {"cmdstat_set": 2}
+    else:  # the script's own GET hands it back
+        assert calls == {
+            "cmdstat_evalsha": 2, "cmdstat_getrange": 2, "cmdstat_get": 1, "cmdstat_set": 1,
+        }  # fmt: skip
+
+
+def test_a_save_after_an_end_does_not_bring_it_back(ops: Ops, r: Any, redis_server: Server) -> None:
+    store = loaded_store(ops, a=1)
+    ops.delete(SessionStore(), store.session_key)
+    ops.setitem(store, "b", 2)
+    r.script_load(scripts.SAVE.source)
+    r.config_resetstat()
+    with pytest.raises(UpdateError):
+        ops.save(store)
+    assert r.dbsize() == 0
+    if redis_server.has_ifeq:  # nil from SET IFEQ GET, then one GET that confirms it is gone
+        assert engine_calls(r) == {"cmdstat_set": 1, "cmdstat_get": 1}
+    else:
+        assert engine_calls(r) == {"cmdstat_evalsha": 1, "cmdstat_getrange": 1}
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [b"not a session", b"t1", b"j1:007:{}", b"x1:2:{}", None],
+    ids=["text", "tombstone", "bad-version", "bad-format", "hash"],
+)
+def test_a_value_not_ours_is_never_overwritten(ops: Ops, r: Any, foreign: bytes | None) -> None:
+    # As the SAVE script does: such a value means the session is gone (UpdateError).
+    store = loaded_store(ops, a=1)
+    redis_key = codec.redis_key("session:", store.session_key or "")
+    r.delete(redis_key)
+    if foreign is None:
+        r.hset(redis_key, "field", "value")
+    else:
+        r.set(redis_key, foreign)
+    ops.setitem(store, "b", 2)
+    with pytest.raises(UpdateError):
+        ops.save(store)
+    if foreign is None:
+        assert r.hgetall(redis_key) == {b"field": b"value"}
+    else:
+        assert r.get(redis_key) == foreign
+
+
+@pytest.mark.usefixtures("ifeq")
+@pytest.mark.parametrize(
+    ("features", "data", "native"),
+    [
+        ({"idle_timeout": 600}, {"a": 1}, True),
+        ({"absolute_timeout": 600}, {"a": 1}, True),  # nobody signed in: no deadline
+        ({"absolute_timeout": 600}, {"_auth_user_id": "7"}, False),
+    ],
+    ids=["idle", "absolute-anonymous", "absolute-signed-in"],
+)
+def test_a_deadline_keeps_the_script(
+    ops: Ops, r: Any, features: dict[str, Any], data: dict[str, Any], native: bool
+) -> None:
+    # The deadlined script measures the time left on Redis's clock and ends the
+    # session past it; IFEQ cannot, so a session with a deadline keeps the script.
+    with override_settings(SESSION_REDIS=session_redis(**features)):
+        store = loaded_store(ops, **data)
+        ops.setitem(store, "b", 2)
+        r.config_resetstat()
+        ops.save(store)
+        calls = engine_calls(r)
+        assert ("cmdstat_evalsha" not in calls) is native
+        assert calls.get("cmdstat_set") == 1
+        saved = ops.items(SessionStore(store.session_key))
+        assert saved.items() >= {**data, "b": 2}.items()
+
+
+async def refused_then_script(is_async: bool) -> None:
+    """One event loop (one async client) for the whole story, as a worker has."""
+
+    async def save(store: SessionStore, **data: Any) -> None:
+        store.update(data)
+        await store.asave() if is_async else store.save()
+
+    port = free_port()
+    # The same address throughout: the pool (and what it learnt) stays.
+    with override_settings(SESSION_REDIS=session_redis(url=f"redis://{HOST}:{port}/0")):
+        connection.reset()
+        with RedisServer(port=port, binary=find_redis_server("valkey")) as valkey:
+            store = SessionStore()
+            await save(store, a=1)
+            await save(store, b=2)  # a native save: the pool knows IFEQ
+            redis_key = codec.redis_key("session:", store.session_key or "")
+            stored = client_for(valkey).get(redis_key)
+            assert stored is not None
+        with RedisServer(port=port, binary=find_redis_server("redis")) as old:
+            client = client_for(old)
+            client.set(redis_key, stored, px=60_000)
+            client.config_resetstat()
+            await save(store, c=3)
+            stats = client.info("commandstats")
+            # The SET ... IFEQ was refused; the script wrote instead.
+            refused = stats["cmdstat_set"]
+            assert refused["failed_calls"] + refused.get("rejected_calls", 0) == 1
+            assert stats["cmdstat_evalsha"]["calls"] == 1
+            # Asked again (one INFO): this server says no, the next save takes the script.
+            await save(store, d=4)
+            stats = client.info("commandstats")
+            assert stats["cmdstat_evalsha"]["calls"] == 2
+            assert stats["cmdstat_info"]["calls"] == 2  # the detection and our first look
+            assert codec.split(client.get(redis_key) or b"")[1] == b"4"
+            assert SessionStore(store.session_key).load() == {"a": 1, "b": 2, "c": 3, "d": 4}
+        connection.reset()
+
+
+@pytest.mark.single_only
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_refused_ifeq_falls_back_to_the_script(is_async: bool) -> None:
+    # The pool learnt IFEQ from a Valkey; then an older Redis answers at the same
+    # address (a downgrade, a failover behind a proxy). The save that meets the
+    # refusal runs the script; the next one asks the server again.
+    async_to_sync(refused_then_script)(is_async)
+
+
+@pytest.mark.single_only
+@pytest.mark.usefixtures("ifeq")
+def test_a_native_save_waits_for_replicas(ops: Ops, r: Any, redis_url: str) -> None:
+    port = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs["port"]
+    with RedisServer(args=["--replicaof", HOST, str(port)]) as replica:
+
+        def streaming() -> bool:
+            with r.pipeline(transaction=False) as pipe:
+                pipe.set("session:sync", 1).wait(1, 100)
+                return bool(pipe.execute()[1] >= 1)
+
+        wait_for(streaming, 30, "the replica to sync")
+        with override_settings(SESSION_REDIS=session_redis(wait_replicas=1, wait_timeout=500)):
+            connection.reset()
+            store = loaded_store(ops, a=1)
+            ops.setitem(store, "b", 2)
+            r.config_resetstat()
+            ops.save(store)
+            assert engine_calls(r) == {"cmdstat_set": 1, "cmdstat_wait": 1}
+            redis_key = codec.redis_key("session:", store.session_key or "")
+            # WAIT came back with the replica's acknowledgement: it has the write.
+            assert client_for(replica).get(redis_key) == r.get(redis_key)
+        connection.reset()
+
+
+@pytest.mark.single_only
+@pytest.mark.parametrize("allowed", [True, False], ids=["info", "no-info"])
+def test_the_documented_acl_user_takes_the_native_save(
+    r: redis.Redis, redis_server: Server, allowed: bool
+) -> None:
+    # docs/failure.rst's user has +info: detection works, saves are native where
+    # the server has IFEQ; without it, the scripts.
+    from tests.test_faults import ACL_RULES
+
+    rules = ACL_RULES if allowed else [rule for rule in ACL_RULES if rule != "+info"]
+    r.execute_command("ACL", "SETUSER", "sessions", "reset", *rules)
+    try:
+        url = session_redis()["url"].replace("redis://", "redis://sessions:s3cret@")
+        with override_settings(SESSION_REDIS=session_redis(url=url, user_index=False)):
+            connection.reset()
+            store = loaded_store(Ops("sync"), a=1)
+            store["b"] = 2
+            r.script_load(scripts.SAVE.source)
+            r.config_resetstat()
+            store.save()
+            native = allowed and redis_server.has_ifeq
+            assert engine_calls(r) == (NATIVE_SAVE if native else SCRIPT_SAVE)
+    finally:
+        connection.reset()
+        r.acl_deluser("sessions")
+
+
+@pytest.mark.parametrize("after", ["clear", "unchanged"])
+def test_clear_and_the_expiry_refresh_keep_their_scripts(ops: Ops, r: Any, after: str) -> None:
+    # After clear() no version is known (REPLACE); an unchanged session only has
+    # its TTL moved (TOUCH): both stay scripts, on every server.
+    store = loaded_store(ops, a=1)
+    if after == "clear":
+        store.clear()
+        ops.setitem(store, "b", 2)
+    else:
+        store.modified = True
+    script = scripts.REPLACE if after == "clear" else scripts.TOUCH
+    r.script_load(script.source)
+    r.config_resetstat()
+    ops.save(store)
+    calls = engine_calls(r)
+    assert calls["cmdstat_evalsha"] == 1
+    assert ops.items(SessionStore(store.session_key)) == (
+        {"b": 2} if after == "clear" else {"a": 1}
+    )
+
+
+def as_redis_84_may(steps: Generator[tuple[Any, ...], Any, Any]) -> Any:
+    """Drive ``steps`` on the real server, but answer a SET ... IFEQ ... GET whose
+    condition failed with nil, as parts of Redis 8.4's documentation describe."""
+    client = connection.get_client()
+    command = next(steps)
+    try:
+        while True:
+            reply = driver.execute(client, command)
+            if command[0] == scripts.SET and scripts.IFEQ in command and reply != command[4]:
+                reply = None
+            command = steps.send(reply)
+    except StopIteration as stop:
+        return stop.value
+
+
+@pytest.mark.usefixtures("ifeq")
+def test_nil_for_a_failed_condition_is_told_from_a_gone_session_by_one_get(r: Any) -> None:
+    ours = loaded_store(Ops("sync"), shared=0)
+    theirs = SessionStore(ours.session_key)
+    theirs["theirs"] = 1
+    theirs.save()
+    ours["ours"] = 1
+    r.config_resetstat()
+    as_redis_84_may(ours._save(must_create=False))
+    # nil, then the GET found their newer session: merged onto it, not taken for gone.
+    assert engine_calls(r) == {"cmdstat_set": 2, "cmdstat_get": 1}
+    assert SessionStore(ours.session_key).load() == {"shared": 0, "theirs": 1, "ours": 1}
+    # And nil with no key behind it is the end it looks like.
+    SessionStore().delete(ours.session_key)
+    ours["more"] = 2
+    with pytest.raises(UpdateError):
+        as_redis_84_may(ours._save(must_create=False))
+    assert r.dbsize() == 0
