@@ -145,17 +145,22 @@ def _checked(replies: Sequence[Any], wait: Wait) -> Any:
 
 
 def execute(client: connection.SyncClient, command: Command, wait: Wait = NO_WAIT) -> Any:
-    if command[0] is scripts.IFEQ_SUPPORTED:
+    # On every command of every request: _wire and _options are inlined.
+    name = command[0]
+    if name is scripts.IFEQ_SUPPORTED:
         return connection.supports_ifeq(client)
     if wait[0] and needs_wait(command):
         return _execute_and_wait(client, command, wait)
-    send = cast(Any, client).execute_command
-    if command[0] is scripts.EVALSHA:
+    send: Callable[..., Any] = client.execute_command
+    if name is scripts.EVALSHA:
+        script: scripts.Script = command[1]
         try:
-            return send(*_wire(command))
+            return send(name, script.sha, 1, *command[2:])
         except NoScriptError:  # a restarted, flushed or new server: EVAL caches it again
-            return send(*_wire(command, by_source=True))
-    return send(*command, **_options(command))
+            return send(scripts.EVAL, script.source, 1, *command[2:])
+    if name is scripts.SET and len(command) > 3 and command[3] is scripts.IFEQ:
+        return send(*command, get=True)
+    return send(*command)
 
 
 def _execute_and_wait(client: connection.SyncClient, command: Command, wait: Wait) -> Any:
@@ -268,17 +273,21 @@ def run(steps: Generator[Command, Any, T]) -> T:
 
 
 async def aexecute(client: connection.AsyncClient, command: Command, wait: Wait = NO_WAIT) -> Any:
-    if command[0] is scripts.IFEQ_SUPPORTED:
+    name = command[0]
+    if name is scripts.IFEQ_SUPPORTED:
         return await connection.asupports_ifeq(client)
     if wait[0] and needs_wait(command):
         return await _aexecute_and_wait(client, command, wait)
-    send = cast(Any, client).execute_command
-    if command[0] is scripts.EVALSHA:
+    send: Callable[..., Any] = client.execute_command
+    if name is scripts.EVALSHA:
+        script: scripts.Script = command[1]
         try:
-            return await send(*_wire(command))
+            return await send(name, script.sha, 1, *command[2:])
         except NoScriptError:
-            return await send(*_wire(command, by_source=True))
-    return await send(*command, **_options(command))
+            return await send(scripts.EVAL, script.source, 1, *command[2:])
+    if name is scripts.SET and len(command) > 3 and command[3] is scripts.IFEQ:
+        return await send(*command, get=True)
+    return await send(*command)
 
 
 async def _aexecute_and_wait(client: connection.AsyncClient, command: Command, wait: Wait) -> Any:

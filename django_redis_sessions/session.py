@@ -316,7 +316,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     # migration) may still know a cookie that is no key of ours (a signed cookie).
 
     def _get_session(self, no_load: bool = False) -> dict[str, Any]:
-        if self._pending_legacy(no_load):
+        if self._unasked_cookie is not None and self._pending_legacy(no_load):
             self._session_cache = self.load()
         data: dict[str, Any] = super()._get_session(no_load)  # type: ignore[misc]
         return data
@@ -324,7 +324,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     _session = property(_get_session)
 
     async def _aget_session(self, no_load: bool = False) -> dict[str, Any]:
-        if self._pending_legacy(no_load):
+        if self._unasked_cookie is not None and self._pending_legacy(no_load):
             self._session_cache = await self.aload()
         data: dict[str, Any] = await super()._aget_session(no_load)  # type: ignore[misc]
         return data
@@ -344,7 +344,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         except BaseException as exc:
             self._finished(operation, started, exc)
             raise
-        self._finished(operation, started, None)
+        if signals.operation_completed.receivers:  # else a success has nothing to report
+            self._finished(operation, started, None)
         return result
 
     async def _adrive(self, operation: str, steps: Steps[T]) -> T:
@@ -354,7 +355,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         except BaseException as exc:
             self._finished(operation, started, exc)
             raise
-        self._finished(operation, started, None)
+        if signals.operation_completed.receivers:  # else a success has nothing to report
+            self._finished(operation, started, None)
         return result
 
     def _finished(self, operation: str, started: float, exc: BaseException | None) -> None:
@@ -406,7 +408,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         session_key = self.session_key
         if session_key is None:
             return (yield from self._missed())
-        redis_key = self._redis_key(session_key)
+        digest = self._digest_of(session_key)
+        redis_key = self._config.prefix + digest
         clock = self._clock
         if clock is None:
             reply, pttl = (yield (scripts.GET, redis_key)), None
@@ -415,7 +418,6 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         if reply is None:
             self._session_key = None
             return (yield from self._missed())
-        digest = self._digest_of(session_key)
         try:
             if isinstance(reply, Exception):
                 raise codec.CorruptSession(str(reply))
