@@ -86,10 +86,9 @@ class SessionStore(AsyncSessionAPI, SessionBase):
 
     # Keys -------------------------------------------------------------------
 
-    def _validate_session_key(self, key: str | None) -> bool:
-        # Django's rule (8+ characters) within codec's bounds; anything else is
-        # no session and reaches Redis in no command.
-        return codec.is_valid_session_key(key)
+    # Django's rule (8+ characters) within codec's bounds; anything else is no
+    # session and reaches Redis in no command. Checked on every request: no wrapper.
+    _validate_session_key = staticmethod(codec.is_valid_session_key)
 
     def _get_new_session_key(self) -> str:
         # Uniqueness is enforced by SET NX in create(), not by an EXISTS round trip.
