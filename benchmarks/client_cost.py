@@ -6,9 +6,10 @@ Both engines run in this one process, their operations interleaved round by
 round (floor, ours, floor, ours ...), so that the machine's noise falls on both
 alike; the figure is the median over rounds of this process's CPU time per
 operation (waiting on Redis left out), and the ratio is taken within each round.
-Python function calls per operation (cProfile) and the commands Redis received
-per operation (``INFO commandstats``) are counted too: neither depends on the
-machine's load. Starts its own redis-server on a free loopback port.
+Python function calls per operation (cProfile), bytecode instructions per
+operation (``sys.monitoring``, Python 3.12+) and the commands Redis received per
+operation (``INFO commandstats``) are counted too: none depends on the machine's
+load. Starts its own redis-server on a free loopback port.
 """
 
 from __future__ import annotations
@@ -88,6 +89,35 @@ def _calls(run: Callable[[int], None], count: int) -> float:
     return pstats.Stats(profiler).total_calls / count  # type: ignore[attr-defined,no-any-return]
 
 
+def _ratio(floor: float | None, ours: float | None) -> str:
+    if floor is None or ours is None:
+        return "n/a (Python 3.12+)"
+    return f"{floor:.0f} → {ours:.0f} ({ours / floor:.2f}×)"
+
+
+def _bytecodes(run: Callable[[int], None], count: int) -> float | None:
+    """Python bytecode instructions per operation (Python 3.12+): the most
+    deterministic count of the interpreter's work, whatever the machine's load."""
+    monitoring = getattr(sys, "monitoring", None)
+    if monitoring is None:
+        return None
+    tool = monitoring.PROFILER_ID
+    executed = [0]
+
+    def counted(code: Any, offset: int) -> None:
+        executed[0] += 1
+
+    monitoring.use_tool_id(tool, "client_cost")
+    try:
+        monitoring.register_callback(tool, monitoring.events.INSTRUCTION, counted)
+        monitoring.set_events(tool, monitoring.events.INSTRUCTION)
+        run(count)
+    finally:
+        monitoring.set_events(tool, 0)
+        monitoring.free_tool_id(tool)
+    return executed[0] / count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.client_cost")
     parser.add_argument("--ops", default=",".join(OPS))
@@ -106,14 +136,16 @@ def main() -> None:
         )
         benches = _benches()
         print("| op | floor µs CPU | ours µs CPU | CPU ratio | floor µs wall | ours µs wall | "
-              "wall ratio | calls/op floor → ours | commands/op floor → ours |")  # fmt: skip
-        print("|---|---|---|---|---|---|---|---|---|")
+              "wall ratio | calls/op floor → ours | bytecodes/op floor → ours | "
+              "commands/op floor → ours |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for op in args.ops.split(","):
             total = args.n * (args.rounds + 3) + 200
             runs = {name: _runner(bench, op, total) for name, bench in benches.items()}
             for run in runs.values():
                 run(100)  # warm-up: connections, script cache
             calls = {name: _calls(run, 50) for name, run in runs.items()}
+            codes = {name: _bytecodes(run, 50) for name, run in runs.items()}
             commands = {name: _commands(benches[name], run, 50) for name, run in runs.items()}
             cpu: dict[str, list[float]] = {name: [] for name in runs}
             wall: dict[str, list[float]] = {name: [] for name in runs}
@@ -132,6 +164,7 @@ def main() -> None:
                 f"{statistics.median(wall['floor']):.0f} | {statistics.median(wall['ours']):.0f} | "
                 f"{statistics.median(wall_ratios):.2f}× | "
                 f"{calls['floor']:.0f} → {calls['ours']:.0f} | "
+                f"{_ratio(codes['floor'], codes['ours'])} | "
                 f"{commands['floor']} → {commands['ours']} |",
                 flush=True,
             )
