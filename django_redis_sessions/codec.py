@@ -36,6 +36,9 @@ SESSION_KEY_RE = re.compile(r"[!-~]+")
 # header check is built from the same constants (scripts.HEADER_LUA).
 VERSION_DIGITS = 16
 _VERSION_RE = re.compile(rb"[1-9][0-9]{0,%d}" % (VERSION_DIGITS - 1))
+# Bound once: both run on every request.
+_key_fullmatch = SESSION_KEY_RE.fullmatch
+_version_fullmatch = _VERSION_RE.fullmatch
 
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _compact_ascii = json.JSONEncoder(separators=(",", ":")).encode
@@ -51,7 +54,7 @@ def is_valid_session_key(key: object) -> bool:
     return (
         isinstance(key, str)
         and MIN_KEY_LENGTH <= len(key) <= MAX_KEY_LENGTH
-        and SESSION_KEY_RE.fullmatch(key) is not None
+        and _key_fullmatch(key) is not None
     )
 
 
@@ -107,12 +110,12 @@ def join(fmt: bytes, version: bytes, stored_body: bytes) -> bytes:
 
 def split(value: bytes | str) -> tuple[bytes, bytes, bytes]:
     """Return ``(format, version, stored body)`` of a stored value, or raise CorruptSession."""
-    if isinstance(value, str):  # a client configured with decode_responses=True
-        value = value.encode("utf-8", "surrogateescape")
     if not isinstance(value, bytes):
-        raise CorruptSession(f"a {type(value).__name__}, not a stored value")
+        if not isinstance(value, str):
+            raise CorruptSession(f"a {type(value).__name__}, not a stored value")
+        value = value.encode("utf-8", "surrogateescape")  # a client with decode_responses=True
     parts = value.split(b":", 2)
-    if len(parts) != 3 or parts[0] not in FORMATS or not _VERSION_RE.fullmatch(parts[1]):
+    if len(parts) != 3 or parts[0] not in FORMATS or not _version_fullmatch(parts[1]):
         raise CorruptSession("unrecognised header")
     return parts[0], parts[1], parts[2]
 

@@ -227,19 +227,24 @@ def _single(replies: list[Any]) -> Any:
 
 
 def execute(client: connection.SyncClient, command: Command, wait: Wait = NO_WAIT) -> Any:
-    if command[0] is scripts.IFEQ_SUPPORTED:
+    # On every command of every request: _wire and _options are inlined.
+    name = command[0]
+    if name is scripts.IFEQ_SUPPORTED:
         return connection.supports_ifeq(client)
-    if command[0] is scripts.PIPELINE:
+    if name is scripts.PIPELINE:
         return _outcomes(_pipelined(client, command[1:], wait))
     if wait[0] and needs_wait(command):
         return _single(_pipelined(client, [command], wait))
-    send = cast(Any, client).execute_command
-    if command[0] is scripts.EVALSHA:
+    send: Callable[..., Any] = client.execute_command
+    if name is scripts.EVALSHA:
+        script: scripts.Script = command[1]
         try:
-            return send(*_wire(command))
+            return send(name, script.sha, 1, *command[2:])
         except NoScriptError:  # a restarted, flushed or new server: EVAL caches it again
-            return send(*_wire(command, by_source=True))
-    return send(*command, **_options(command))
+            return send(scripts.EVAL, script.source, 1, *command[2:])
+    if name is scripts.SET and len(command) > 3 and command[3] is scripts.IFEQ:
+        return send(*command, get=True)
+    return send(*command)
 
 
 def _pipelined(client: connection.SyncClient, commands: Sequence[Command], wait: Wait) -> list[Any]:
@@ -355,19 +360,23 @@ def run(steps: Generator[Command, Any, T]) -> T:
 
 
 async def aexecute(client: connection.AsyncClient, command: Command, wait: Wait = NO_WAIT) -> Any:
-    if command[0] is scripts.IFEQ_SUPPORTED:
+    name = command[0]
+    if name is scripts.IFEQ_SUPPORTED:
         return await connection.asupports_ifeq(client)
-    if command[0] is scripts.PIPELINE:
+    if name is scripts.PIPELINE:
         return _outcomes(await _apipelined(client, command[1:], wait))
     if wait[0] and needs_wait(command):
         return _single(await _apipelined(client, [command], wait))
-    send = cast(Any, client).execute_command
-    if command[0] is scripts.EVALSHA:
+    send: Callable[..., Any] = client.execute_command
+    if name is scripts.EVALSHA:
+        script: scripts.Script = command[1]
         try:
-            return await send(*_wire(command))
+            return await send(name, script.sha, 1, *command[2:])
         except NoScriptError:
-            return await send(*_wire(command, by_source=True))
-    return await send(*command, **_options(command))
+            return await send(scripts.EVAL, script.source, 1, *command[2:])
+    if name is scripts.SET and len(command) > 3 and command[3] is scripts.IFEQ:
+        return await send(*command, get=True)
+    return await send(*command)
 
 
 async def _apipelined(

@@ -127,10 +127,14 @@ class Codec:
 
     def seal(self, digest: str, body: bytes) -> tuple[bytes, bytes]:
         """``(format, stored body)`` of a JSON body."""
+        if self.compress_min_bytes is None:  # the default: no call on the hot path
+            return codec.PLAIN, body
         return codec.pack_body(body, self.compress_min_bytes)
 
     def open(self, digest: str, fmt: bytes, stored_body: bytes) -> bytes:
         """The JSON body of a stored value, or CorruptSession."""
+        if fmt == codec.PLAIN:
+            return stored_body
         if fmt == codec.ENCRYPTED:
             raise codec.CorruptSession('encrypted, but SESSION_REDIS["encryption_keys"] is not set')
         return codec.unpack_body(fmt, stored_body)

@@ -131,12 +131,6 @@ def unavailable_response() -> HttpResponse:
     return response
 
 
-def _met_outage(session: SessionBase) -> bool:
-    return getattr(session, "unavailable", None) is not None and not getattr(
-        session, "_read_only", False
-    )
-
-
 def _outage_response(response: HttpResponseBase) -> HttpResponseBase:
     # Redis failed while the request used the session and the failure surfaced
     # as a server error: say what happened instead of a bare 500.
@@ -157,7 +151,9 @@ def _plan(
     session: SessionBase | None = getattr(request, "session", None)
     if session is None:
         return response
-    if _met_outage(session):
+    if getattr(session, "unavailable", None) is not None and not getattr(
+        session, "_read_only", False
+    ):
         return _outage_response(response)
     return session, _decide(request, session, response)
 
@@ -176,27 +172,20 @@ def _decide(request: HttpRequest, session: SessionBase, response: HttpResponseBa
     return KEEP
 
 
-def _cookie_expiry(
-    browser_close: bool, age: Callable[[], int | float | None]
-) -> tuple[int | float | None, str | None]:
-    if browser_close:
-        return None, None
-    max_age = age()
-    assert max_age is not None
+def _expires(max_age: int | float) -> tuple[int | float | None, str | None]:
     return max_age, http_date(time.time() + max_age)
 
 
 def _session_cookie_expiry(session: SessionBase) -> tuple[int | float | None, str | None]:
-    return _cookie_expiry(
-        session.get_expire_at_browser_close(),
-        lambda: timeouts.cookie_age(session, session.get_expiry_age()),
-    )
+    if session.get_expire_at_browser_close():
+        return None, None
+    return _expires(timeouts.cookie_age(session, session.get_expiry_age()))
 
 
 async def _acookie_expiry(session: SessionBase) -> tuple[int | float | None, str | None]:
-    browser_close = await session.aget_expire_at_browser_close()
-    age = None if browser_close else timeouts.cookie_age(session, await session.aget_expiry_age())
-    return _cookie_expiry(browser_close, lambda: age)
+    if await session.aget_expire_at_browser_close():
+        return None, None
+    return _expires(timeouts.cookie_age(session, await session.aget_expiry_age()))
 
 
 def _set_cookie(

@@ -89,10 +89,9 @@ class SessionStore(AsyncSessionAPI, SessionBase):
 
     # Keys -------------------------------------------------------------------
 
-    def _validate_session_key(self, key: str | None) -> bool:
-        # Django's rule (8+ characters) within codec's bounds; anything else is
-        # no session and reaches Redis in no command.
-        return codec.is_valid_session_key(key)
+    # Django's rule (8+ characters) within codec's bounds; anything else is no
+    # session and reaches Redis in no command. Checked on every request: no wrapper.
+    _validate_session_key = staticmethod(codec.is_valid_session_key)
 
     def _get_new_session_key(self) -> str:
         # Uniqueness is enforced by SET NX in create(), not by an EXISTS round trip.
@@ -320,7 +319,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     # migration) may still know a cookie that is no key of ours (a signed cookie).
 
     def _get_session(self, no_load: bool = False) -> dict[str, Any]:
-        if self._pending_legacy(no_load):
+        if self._unasked_cookie is not None and self._pending_legacy(no_load):
             self._session_cache = self.load()
         data: dict[str, Any] = super()._get_session(no_load)  # type: ignore[misc]
         return data
@@ -328,7 +327,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     _session = property(_get_session)
 
     async def _aget_session(self, no_load: bool = False) -> dict[str, Any]:
-        if self._pending_legacy(no_load):
+        if self._unasked_cookie is not None and self._pending_legacy(no_load):
             self._session_cache = await self.aload()
         data: dict[str, Any] = await super()._aget_session(no_load)  # type: ignore[misc]
         return data
@@ -348,7 +347,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         except BaseException as exc:
             self._finished(operation, started, exc)
             raise
-        self._finished(operation, started, None)
+        if signals.operation_completed.receivers:  # else a success has nothing to report
+            self._finished(operation, started, None)
         return result
 
     async def _adrive(self, operation: str, steps: Steps[T]) -> T:
@@ -358,7 +358,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         except BaseException as exc:
             self._finished(operation, started, exc)
             raise
-        self._finished(operation, started, None)
+        if signals.operation_completed.receivers:  # else a success has nothing to report
+            self._finished(operation, started, None)
         return result
 
     def _finished(self, operation: str, started: float, exc: BaseException | None) -> None:
@@ -410,7 +411,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         session_key = self.session_key
         if session_key is None:
             return (yield from self._missed())
-        redis_key = self._redis_key(session_key)
+        digest = self._digest_of(session_key)
+        redis_key = self._config.prefix + digest
         clock = self._clock
         if clock is None:
             reply, pttl = (yield (scripts.GET, redis_key)), None
@@ -419,7 +421,6 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         if reply is None:
             self._session_key = None
             return (yield from self._missed())
-        digest = self._digest_of(session_key)
         try:
             if isinstance(reply, Exception):
                 raise codec.CorruptSession(str(reply))

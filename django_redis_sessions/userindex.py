@@ -145,13 +145,10 @@ def signed_in(data: dict[str, Any]) -> str | None:
 def marker_of(data: dict[str, Any]) -> tuple[str, int, int, int] | None:
     """The session's index stamp, or None when absent or not one of ours."""
     value = data.get(MARKER)
-    if (
-        isinstance(value, list)
-        and len(value) == 4
-        and isinstance(value[0], str)
-        and all(type(n) is int for n in value[1:])
-    ):
-        return value[0], value[1], value[2], value[3]
+    if isinstance(value, list) and len(value) == 4:
+        uid, created, seen, until = value
+        if isinstance(uid, str) and type(created) is type(seen) is type(until) is int:
+            return uid, created, seen, until
     return None
 
 
@@ -403,8 +400,8 @@ class Index(hooks.Layer):
             agent = str(found)[:USER_AGENT_LENGTH] if found else None
         return encode_meta(ip, agent)
 
-    def _due(self, marker: tuple[str, int, int, int] | None, uid: str) -> bool:
-        return marker is None or marker[0] != uid or now_ms() - marker[2] >= self.interval_ms
+    def _due(self, marker: tuple[str, int, int, int] | None, uid: str, now: int) -> bool:
+        return marker is None or marker[0] != uid or now - marker[2] >= self.interval_ms
 
     # Hooks ----------------------------------------------------------------------
 
@@ -415,7 +412,7 @@ class Index(hooks.Layer):
         if uid is None:  # the common case: an anonymous session
             return None
         _owners(store)[session_key] = uid
-        if not self._due(marker_of(data), uid):
+        if not self._due(marker_of(data), uid, now_ms()):
             return None
         return self._stamp(store, session_key, uid, data)
 
@@ -447,7 +444,8 @@ class Index(hooks.Layer):
         ttl = store.ttl_ms(data)
         if ttl <= 0:  # the save ends the session: the end path drops the entry
             return write
-        if must_create or self._due(marker, uid) or now_ms() + ttl > marker[3]:  # type: ignore[index]
+        now = now_ms()
+        if must_create or self._due(marker, uid, now) or now + ttl > marker[3]:  # type: ignore[index]
             return self._indexed(store, session_key, uid, data, must_create, ttl, write)
         return write
 
