@@ -263,6 +263,12 @@ INDEX_PUT = Script(
 if kind ~= 'hash' and kind ~= 'none' then return -1 end
 local now, slack = tonumber(ARGV[3]), tonumber(ARGV[6])
 local meta = ARGV[7]
+if kind == 'none' then
+  -- A user's first session (the common sign-in): nothing to keep, prune or evict.
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. (meta == '' and '|' or meta))
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return {}
+end
 if meta == '' then
   local old = redis.call('HGET', KEYS[1], ARGV[1])
   if not old and ARGV[8] ~= '' then old = redis.call('HGET', KEYS[1], ARGV[8]) end
