@@ -40,6 +40,7 @@ import redis
 from benchmarks import engines
 from benchmarks.chart import write_chart
 from benchmarks.engines import ENGINES, PEER_VERSION, Engine
+from benchmarks.payload import USER_AGENT
 from benchmarks.report import update_readme, write_report
 from testproject.redis_server import RedisServer, RedisServerError, find_redis_server, free_port
 
@@ -200,31 +201,38 @@ def rotated(items: dict[str, T] | list[T], by: int) -> list[Any]:
 class OtherLoad:
     """The share of the measured CPUs that processes other than the run's own (its
     servers and workers) used: other jobs of a shared machine, and the hypervisor's
-    steal. Read from ``/proc/stat`` and ``/proc/<pid>/stat``; None where there is none."""
+    steal; and how busy the other CPUs were (``rest``: they share caches, memory and,
+    in a VM, the host with the run's). Read from ``/proc/stat`` and
+    ``/proc/<pid>/stat``; None where there is none."""
 
     def __init__(self, cpus: set[int] | None, pids: list[int]) -> None:
         self.names = {"cpu"} if cpus is None else {f"cpu{cpu}" for cpu in cpus}
         self.count = len(os.sched_getaffinity(0)) if cpus is None else len(cpus)
         self.pids = pids
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        self._start: tuple[int, int, int, float] | None = None
+        self._start: tuple[int, int, int, int, int, float] | None = None
 
-    def _read(self) -> tuple[int, int, int, float] | None:
-        busy = steal = own = 0
+    def _read(self) -> tuple[int, int, int, int, int, float] | None:
+        busy = steal = own = rest = rest_count = 0
         try:
             for line in Path("/proc/stat").read_text().splitlines():
                 name, *fields = line.split()
+                if not name.startswith("cpu") or (name == "cpu" and "cpu" not in self.names):
+                    continue
+                user, nice, system, _, _, irq, softirq, stolen = map(int, fields[:8])
                 if name in self.names:
-                    user, nice, system, _, _, irq, softirq, stolen = map(int, fields[:8])
                     busy += user + nice + system + irq + softirq
                     steal += stolen
+                elif name != "cpu" and "cpu" not in self.names:  # pinned: the other CPUs
+                    rest += user + nice + system + irq + softirq
+                    rest_count += 1
             for pid in self.pids:
                 with contextlib.suppress(OSError):  # an exited process: nothing more
                     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                     own += int(stat[11]) + int(stat[12])  # utime, stime
         except (OSError, ValueError):
             return None
-        return busy, steal, own, time.monotonic()
+        return busy, steal, own, rest, rest_count, time.monotonic()
 
     def start(self) -> None:
         self._start = self._read()
@@ -233,11 +241,14 @@ class OtherLoad:
         end = self._read()
         if self._start is None or end is None:
             return None
-        busy, steal, own, at = (b - a for a, b in zip(self._start, end, strict=True))
+        busy, steal, own, rest, _, at = (b - a for a, b in zip(self._start, end, strict=True))
         capacity = at * self.tick * self.count
         if capacity <= 0:
             return None
-        return {"others": max(busy - own, 0) / capacity, "steal": steal / capacity}
+        found = {"others": max(busy - own, 0) / capacity, "steal": steal / capacity}
+        if end[4]:  # CPUs outside the run's
+            found["rest"] = rest / (at * self.tick * end[4])
+        return found
 
 
 def run_ops(
@@ -370,7 +381,7 @@ local keys = {%s}
 local i = 0
 request = function()
   i = i %% #keys + 1
-  return wrk.format("GET", "%s", {["Cookie"] = "sessionid=" .. keys[i]})
+  return wrk.format("GET", "%s", {["Cookie"] = "sessionid=" .. keys[i], ["User-Agent"] = "%s"})
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -479,7 +490,8 @@ def run_http(
         quoted = ",".join(f'"{key}"' for key in reply["keys"])
         for kind, path in SERVERS.items():
             script = tmp / f"wrk-{kind}-{engine.name}.lua"
-            script.write_text(WRK_SCRIPT % (quoted, path))
+            # A browser's user agent, as the index stores on a last_seen stamp.
+            script.write_text(WRK_SCRIPT % (quoted, path, USER_AGENT))
             scripts[kind][engine.name] = script
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for kind in SERVERS:

@@ -415,6 +415,7 @@ def other_load(data: dict[str, Any]) -> list[str]:
     if not rounds:
         return []
     others = [row["others"] for row in rounds]
+    rest = [row["rest"] for row in rounds if "rest" in row]
     steal = max(row["steal"] for row in rounds)
     pinned = data["notes"].get("pinned")
     where = f"CPU {', '.join(map(str, pinned))} (the run's)" if pinned else "the CPUs"
@@ -422,6 +423,12 @@ def other_load(data: dict[str, Any]) -> list[str]:
         f"- Other jobs' share of {where} during the timed rounds: median "
         f"{statistics.median(others):.0%}, worst round {max(others):.0%}"
         + (f"; hypervisor steal up to {steal:.0%}" if steal >= 0.005 else "")
+        + (
+            f"; the other CPUs were busy {statistics.median(rest):.0%} (median), "
+            f"{max(rest):.0%} (worst round)"
+            if rest
+            else ""
+        )
     ]
 
 

@@ -41,19 +41,14 @@ from django.utils.crypto import get_random_string  # noqa: E402
 from django.utils.module_loading import import_string  # noqa: E402
 
 from benchmarks import engines, floor_engine, urls  # noqa: E402
-from benchmarks.payload import payload  # noqa: E402
+from benchmarks.payload import USER_AGENT, payload  # noqa: E402
 from benchmarks.serverstats import by_command, top_level_shares  # noqa: E402
 
 ENGINE = engines.BY_NAME[os.environ["BENCH_ENGINE"]]
 TTL = settings.SESSION_COOKIE_AGE
 COOKIE = settings.SESSION_COOKIE_NAME
 
-# What a browser sends with every request: the per-user index stores the IP and
-# the user agent beside each signed-in session, so they are part of its cost.
-USER_AGENT = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-)
+# A browser's request headers (the sign-ins change the address per user).
 BROWSER = {"HTTP_USER_AGENT": USER_AGENT, "REMOTE_ADDR": "198.51.100.23"}
 
 Step = Callable[[int], Any]

@@ -231,4 +231,8 @@ def test_the_machine_line_states_other_jobs_share_of_the_run_cpu() -> None:
         "- Other jobs' share of CPU 1 (the run's) during the timed rounds: median 30%, "
         "worst round 50%; hypervisor steal up to 1%"
     ]
+    data["async_other_load"] = [{"others": 0.3, "steal": 0.0, "rest": 0.9}]
+    assert report.other_load(data)[0].endswith(
+        "; the other CPUs were busy 90% (median), 90% (worst round)"
+    )
     assert report.other_load({"notes": {}}) == []
