@@ -5,8 +5,9 @@ worker process per engine, and interleaves the measurements across them (A B C,
 B C A, C A B ...), then writes the medians and their ratios to the floor to
 ``benchmarks/RESULTS.md``.
 
-The servers and the workers share one CPU (``--no-pin`` leaves them to the
-scheduler): a round trip is then a switch between two processes on one core.
+The servers and the workers share one CPU, the one other jobs used least just
+before the run (``--no-pin`` leaves them to the scheduler): a round trip is then
+a switch between two processes on one core.
 Left alone, the kernel puts a worker on the same core as the server or on the
 other, and moves it; across cores each round trip waits for the other core to
 wake (an inter-processor interrupt; slow in a VM when that core idles), so the
@@ -249,6 +250,29 @@ class OtherLoad:
         if end[4]:  # CPUs outside the run's
             found["rest"] = rest / (at * self.tick * end[4])
         return found
+
+
+def quietest_cpu(seconds: float = 1.0) -> int:
+    """The CPU of ours that other jobs used least over ``seconds``: another run of this
+    benchmark pins itself too, and two runs on one CPU each get half of it."""
+
+    def busy() -> dict[int, int]:
+        found: dict[int, int] = {}
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path("/proc/stat").read_text().splitlines():
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit():
+                    user, nice, system, _, _, irq, softirq = map(int, fields[:7])
+                    found[int(name[3:])] = user + nice + system + irq + softirq
+        return found
+
+    ours = os.sched_getaffinity(0)
+    before = busy()
+    time.sleep(seconds)
+    after = busy()
+    used = {cpu: after.get(cpu, 0) - before.get(cpu, 0) for cpu in ours}
+    # The least used; among equals the highest-numbered, as before (CPU 0 takes interrupts).
+    return min(sorted(ours, reverse=True), key=lambda cpu: used[cpu])
 
 
 def run_ops(
@@ -611,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
         servers[kind] = RedisServer(args=["--databases", "16"], binary=binary)
     chosen = [engine for engine in chosen if engine.server in servers]
     # One CPU for every server and worker (see the module's docstring).
-    cpus = None if args.no_pin else {max(os.sched_getaffinity(0))}
+    cpus = None if args.no_pin else {quietest_cpu()}
     notes["pinned"] = sorted(cpus) if cpus else None
     workers: dict[str, Worker] = {}
     failures: dict[str, str] = {}

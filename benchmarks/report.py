@@ -206,9 +206,9 @@ def ratio_noise(xs: list[float | None], floor: list[float | None]) -> float | No
 
 
 # Other jobs disturb stretches of several rounds at a time, so a run's rounds are not
-# independent and the band above is too narrow: two quick runs back to back on the
-# shared machine (other jobs taking about half the pinned CPU) differed beyond it in
-# 26 % of 150 time-ratio cells, beyond twice it in 2 %. The stated noise is twice it.
+# independent and the band above is too narrow: of two quick runs back to back on the
+# shared machine, 6 to 26 % of ~150 time-ratio cells differed beyond it, 0 to 2 % beyond
+# twice it (three pairs; benchmarks/README.md, "Noise"). The stated noise is twice it.
 NOISE_STRETCH = 2.0
 
 
@@ -247,10 +247,11 @@ def noise_section(data: dict[str, Any]) -> list[str]:
         "ratios spread: half the width of the median's 95 % band (1.96 × 1.25 s / √rounds, "
         "s ≈ interquartile range / 1.35), times "
         f"{NOISE_STRETCH:g} because other jobs disturb stretches of several rounds at a "
-        "time (measured: two quick runs back to back, other jobs taking about half the "
-        "pinned CPU, differed beyond the band alone in 26 % of 150 cells, beyond twice it "
-        "in 2 %; their server-time ratios stayed within the band alone in 95 %, memory "
-        f"within 1 %). This run's stated noise: median ±{statistics.median(ordered):.0%} "
+        "time (measured with three pairs of quick runs back to back: 6 to 26 % of ~150 "
+        "cells differed beyond the band alone, 0 to 2 % beyond twice it; server-time "
+        "ratios within the band alone in 94 to 98 %, memory within 1 %; "
+        'benchmarks/README.md, "Noise"). '
+        f"This run's stated noise: median ±{statistics.median(ordered):.0%} "
         f"over every engine's cells, ±{statistics.median(ours) if ours else float('nan'):.0%} "
         f"over our rows', worst ±{noises[worst]:.0%} ({worst}). Two runs' ratios of a cell "
         "should differ by less than their ± combined.",
