@@ -5,8 +5,9 @@ worker process per engine, and interleaves the measurements across them (A B C,
 B C A, C A B ...), then writes the medians and their ratios to the floor to
 ``benchmarks/RESULTS.md``.
 
-The servers and the workers share one CPU (``--no-pin`` leaves them to the
-scheduler): a round trip is then a switch between two processes on one core.
+The servers and the workers share one CPU, the one other jobs used least just
+before the run (``--no-pin`` leaves them to the scheduler): a round trip is then
+a switch between two processes on one core.
 Left alone, the kernel puts a worker on the same core as the server or on the
 other, and moves it; across cores each round trip waits for the other core to
 wake (an inter-processor interrupt; slow in a VM when that core idles), so the
@@ -40,6 +41,7 @@ import redis
 from benchmarks import engines
 from benchmarks.chart import write_chart
 from benchmarks.engines import ENGINES, PEER_VERSION, Engine
+from benchmarks.payload import USER_AGENT
 from benchmarks.report import update_readme, write_report
 from testproject.redis_server import RedisServer, RedisServerError, find_redis_server, free_port
 
@@ -197,20 +199,105 @@ def rotated(items: dict[str, T] | list[T], by: int) -> list[Any]:
     return seq[by:] + seq[:by]
 
 
+class OtherLoad:
+    """The share of the measured CPUs that processes other than the run's own (its
+    servers and workers) used: other jobs of a shared machine, and the hypervisor's
+    steal; and how busy the other CPUs were (``rest``: they share caches, memory and,
+    in a VM, the host with the run's). Read from ``/proc/stat`` and
+    ``/proc/<pid>/stat``; None where there is none."""
+
+    def __init__(self, cpus: set[int] | None, pids: list[int]) -> None:
+        self.names = {"cpu"} if cpus is None else {f"cpu{cpu}" for cpu in cpus}
+        self.count = len(os.sched_getaffinity(0)) if cpus is None else len(cpus)
+        self.pids = pids
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._start: tuple[int, int, int, int, int, float] | None = None
+
+    def _read(self) -> tuple[int, int, int, int, int, float] | None:
+        busy = steal = own = rest = rest_count = 0
+        try:
+            for line in Path("/proc/stat").read_text().splitlines():
+                name, *fields = line.split()
+                if not name.startswith("cpu") or (name == "cpu" and "cpu" not in self.names):
+                    continue
+                user, nice, system, _, _, irq, softirq, stolen = map(int, fields[:8])
+                if name in self.names:
+                    busy += user + nice + system + irq + softirq
+                    steal += stolen
+                elif name != "cpu" and "cpu" not in self.names:  # pinned: the other CPUs
+                    rest += user + nice + system + irq + softirq
+                    rest_count += 1
+            for pid in self.pids:
+                with contextlib.suppress(OSError):  # an exited process: nothing more
+                    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    own += int(stat[11]) + int(stat[12])  # utime, stime
+        except (OSError, ValueError):
+            return None
+        return busy, steal, own, rest, rest_count, time.monotonic()
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def stop(self) -> dict[str, float] | None:
+        end = self._read()
+        if self._start is None or end is None:
+            return None
+        busy, steal, own, rest, _, at = (b - a for a, b in zip(self._start, end, strict=True))
+        capacity = at * self.tick * self.count
+        if capacity <= 0:
+            return None
+        found = {"others": max(busy - own, 0) / capacity, "steal": steal / capacity}
+        if end[4]:  # CPUs outside the run's
+            found["rest"] = rest / (at * self.tick * end[4])
+        return found
+
+
+def quietest_cpu(seconds: float = 1.0) -> int:
+    """The CPU of ours that other jobs used least over ``seconds``: another run of this
+    benchmark pins itself too, and two runs on one CPU each get half of it."""
+
+    def busy() -> dict[int, int]:
+        found: dict[int, int] = {}
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path("/proc/stat").read_text().splitlines():
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit():
+                    user, nice, system, _, _, irq, softirq = map(int, fields[:7])
+                    found[int(name[3:])] = user + nice + system + irq + softirq
+        return found
+
+    ours = os.sched_getaffinity(0)
+    before = busy()
+    time.sleep(seconds)
+    after = busy()
+    used = {cpu: after.get(cpu, 0) - before.get(cpu, 0) for cpu in ours}
+    # The least used; among equals the highest-numbered, as before (CPU 0 takes interrupts).
+    return min(sorted(ours, reverse=True), key=lambda cpu: used[cpu])
+
+
 def run_ops(
-    workers: dict[str, Worker], ops: list[str], plan: Plan, failures: dict[str, str]
-) -> dict[str, dict[str, dict[str, list[float | None]]]]:
+    workers: dict[str, Worker],
+    ops: list[str],
+    plan: Plan,
+    failures: dict[str, str],
+    load: OtherLoad | None = None,
+) -> tuple[dict[str, dict[str, dict[str, list[Any]]]], list[dict[str, float] | None]]:
     """Interleaved rounds; ``[field][engine][op]`` holds µs/op per round (None:
     failed): ``us`` wall-clock (the median operation), ``cpu_us`` the worker's
-    CPU, ``server_us`` the server's command time (INFO commandstats) and
-    ``server_cpu_us`` its main thread's CPU (INFO cpu), each a mean."""
-    fields = ("us", "cpu_us", "server_us", "server_cpu_us")
-    series: dict[str, dict[str, dict[str, list[float | None]]]] = {
+    CPU, ``server_us`` the server's command time (INFO commandstats),
+    ``server_commands`` the same per command and ``server_cpu_us`` its main
+    thread's CPU (INFO cpu), each a mean. Then, per round, other jobs' share of
+    the CPUs (``OtherLoad``)."""
+    fields = ("us", "cpu_us", "server_us", "server_cpu_us", "server_commands")
+    series: dict[str, dict[str, dict[str, list[Any]]]] = {
         field: {name: {op: [] for op in ops} for name in workers} for field in fields
     }
     command = {"cmd": "op", "n": plan.n, "max_s": plan.max_s, "warmup": plan.warmup}
+    others: list[dict[str, float] | None] = []
     for round_no in range(plan.rounds):
         started = time.monotonic()
+        if load is not None:
+            load.start()
         for op in ops:
             for name, worker in rotated(workers, round_no):
                 cell = f"{name}/{op}"
@@ -223,9 +310,12 @@ def run_ops(
                     reply = {}
                 for field in fields:
                     series[field][name][op].append(reply.get(field))
+        other = load.stop() if load is not None else None
+        others.append(other)
         if round_no % 5 == 4 or round_no + 1 == plan.rounds:
-            log(f"  round {round_no + 1}/{plan.rounds} in {time.monotonic() - started:.1f} s")
-    return series
+            busy = f"; other jobs {other['others']:.0%} of the CPU" if other else ""
+            log(f"  round {round_no + 1}/{plan.rounds} in {time.monotonic() - started:.1f} s{busy}")
+    return series, others
 
 
 def redis_memory(
@@ -315,7 +405,7 @@ local keys = {%s}
 local i = 0
 request = function()
   i = i %% #keys + 1
-  return wrk.format("GET", "%s", {["Cookie"] = "sessionid=" .. keys[i]})
+  return wrk.format("GET", "%s", {["Cookie"] = "sessionid=" .. keys[i], ["User-Agent"] = "%s"})
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -424,7 +514,8 @@ def run_http(
         quoted = ",".join(f'"{key}"' for key in reply["keys"])
         for kind, path in SERVERS.items():
             script = tmp / f"wrk-{kind}-{engine.name}.lua"
-            script.write_text(WRK_SCRIPT % (quoted, path))
+            # A browser's user agent, as the index stores on a last_seen stamp.
+            script.write_text(WRK_SCRIPT % (quoted, path, USER_AGENT))
             scripts[kind][engine.name] = script
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for kind in SERVERS:
@@ -544,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
         servers[kind] = RedisServer(args=["--databases", "16"], binary=binary)
     chosen = [engine for engine in chosen if engine.server in servers]
     # One CPU for every server and worker (see the module's docstring).
-    cpus = None if args.no_pin else {max(os.sched_getaffinity(0))}
+    cpus = None if args.no_pin else {quietest_cpu()}
     notes["pinned"] = sorted(cpus) if cpus else None
     workers: dict[str, Worker] = {}
     failures: dict[str, str] = {}
@@ -578,14 +669,19 @@ def main(argv: list[str] | None = None) -> int:
         notes["middleware"] = {name: w.hello["middleware"] for name, w in workers.items()}
 
         micro = {name: w for name, w in workers.items() if w.engine.micro}
+        own = [w.proc.pid for w in workers.values()]
+        own += [server.process.pid for server in servers.values() if server.process]
+        load = OtherLoad(cpus, own)
         log(f"session operations: {len(micro)} engines, {plan.rounds} rounds")
         for section, ops in (("sync", SYNC_OPS), ("async", ASYNC_OPS)):
             log(f"{section} operations")
-            series = run_ops(micro, ops, plan, failures)
+            series, others = run_ops(micro, ops, plan, failures, load)
+            data[f"{section}_other_load"] = others
             data[section] = series["us"]
             data[f"{section}_cpu"] = series["cpu_us"]
             data[f"{section}_server"] = series["server_us"]
             data[f"{section}_server_cpu"] = series["server_cpu_us"]
+            data[f"{section}_server_commands"] = series["server_commands"]
         log(f"Redis memory: {plan.memory_n} sessions (one user each) per engine")
         data["memory"] = redis_memory(workers, servers, plan.memory_n)
         data["memory_n"] = plan.memory_n
@@ -619,8 +715,8 @@ def main(argv: list[str] | None = None) -> int:
     write_report(data, args.output)
     write_chart(data, args.output.with_name("chart.svg"))
     if args.output == RESULTS_MD and not args.quick and not args.engines:
-        # A full run of every engine: README's table comes from it too.
-        update_readme(data, ROOT / "README.rst")
+        # A full run of every engine: the manual's key rows come from it too.
+        update_readme(data, ROOT / "docs" / "benchmarks.rst")
     http_errors = any(
         run["non2xx"] + run["socket_errors"]
         for by_engine in data.get("http", {}).values()

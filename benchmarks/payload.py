@@ -11,6 +11,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+# What the shopper's browser sends with every request: the per-user index stores
+# it (and the IP) beside each signed-in session, so it is part of the index's cost.
+USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
 NOTE = (
     "Deliver between 9:00 and 17:00 on weekdays. Leave the parcel with the concierge at the "
     "front desk if nobody answers; the code for the outer door is on the intercom panel. "

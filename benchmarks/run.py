@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmarks: our session engine against the floor and every peer, in one run.
 
-    python3 benchmarks/run.py            # the full run, about 10 minutes
+    python3 benchmarks/run.py            # the full run, 10-13 minutes
     python3 benchmarks/run.py --quick    # a couple of minutes, for development
 
 Creates (once) the virtualenv ``.venv-bench`` at the repository root with what

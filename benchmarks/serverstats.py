@@ -16,12 +16,17 @@ def command_us(stats: dict[str, Any], top_level: dict[str, float]) -> float:
     the client sent itself (``top_level``, seen with MONITOR). A command never
     seen there counts whole.
     """
-    total = 0.0
+    return sum(by_command(stats, top_level).values())
+
+
+def by_command(stats: dict[str, Any], top_level: dict[str, float]) -> dict[str, float]:
+    """``command_us`` per command name (``set``, ``evalsha`` ...), the run's own left out."""
+    found: dict[str, float] = {}
     for key, row in stats.items():
         name = key.removeprefix("cmdstat_").split("|")[0]
         if name not in OWN_COMMANDS:
-            total += float(row["usec"]) * top_level.get(name, 1.0)
-    return total
+            found[name] = found.get(name, 0.0) + float(row["usec"]) * top_level.get(name, 1.0)
+    return found
 
 
 def top_level_shares(lines: list[dict[str, Any]]) -> dict[str, float]:

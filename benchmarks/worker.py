@@ -41,12 +41,15 @@ from django.utils.crypto import get_random_string  # noqa: E402
 from django.utils.module_loading import import_string  # noqa: E402
 
 from benchmarks import engines, floor_engine, urls  # noqa: E402
-from benchmarks.payload import payload  # noqa: E402
-from benchmarks.serverstats import command_us, top_level_shares  # noqa: E402
+from benchmarks.payload import USER_AGENT, payload  # noqa: E402
+from benchmarks.serverstats import by_command, top_level_shares  # noqa: E402
 
 ENGINE = engines.BY_NAME[os.environ["BENCH_ENGINE"]]
 TTL = settings.SESSION_COOKIE_AGE
 COOKIE = settings.SESSION_COOKIE_NAME
+
+# A browser's request headers (the sign-ins change the address per user).
+BROWSER = {"HTTP_USER_AGENT": USER_AGENT, "REMOTE_ADDR": "198.51.100.23"}
 
 Step = Callable[[int], Any]
 AStep = Callable[[int], Awaitable[Any]]
@@ -76,7 +79,7 @@ def _prepare_database() -> None:
 
 
 def _summary(
-    times: list[float], elapsed: float, cpu: float, server: dict[str, float]
+    times: list[float], elapsed: float, cpu: float, server: dict[str, Any]
 ) -> dict[str, Any]:
     # The median operation: a preempted one (the machine is shared) moves it little.
     # CPU time is this process's only: it leaves out waiting on Redis, and on other jobs.
@@ -85,7 +88,12 @@ def _summary(
         "mean_us": elapsed / len(times) * 1e6,
         "cpu_us": cpu / len(times) * 1e6,
         "count": len(times),
-        **{name: total / len(times) for name, total in server.items()},
+        "server_us": server["server_us"] / len(times),
+        "server_cpu_us": server["server_cpu_us"] / len(times),
+        # µs per operation in each command: which command a save is (SET, EVALSHA ...).
+        "server_commands": {
+            name: usec / len(times) for name, usec in server["server_commands"].items()
+        },
     }
 
 
@@ -108,6 +116,9 @@ class Bench:
         middleware = import_string(settings.MIDDLEWARE[0])
         self.middleware = middleware(urls.counter)
         self.amiddleware = middleware(urls.acounter)
+        # A sign-in's request: the engine's middleware gives it its store, as in
+        # production (ours attaches the request, for the index's IP and user agent).
+        self.login_request = self.rf.post("/login/", **BROWSER)
         # Seven digits each: every session's value has the same size.
         self.users = itertools.count(1_000_000)
         self.raw: redis.Redis | None = None
@@ -126,11 +137,20 @@ class Bench:
         production (the per-user index then holds one entry per user)."""
         return {**payload(i), "_auth_user_id": str(next(self.users))}
 
+    def signing_in(self, user: str) -> Any:
+        """A new store for a sign-in request from the user's own address, made by the
+        middleware (``process_request``) as in production."""
+        request, n = self.login_request, int(user)
+        # Each user's own IPv4 address, all of the longest form (15 characters).
+        request.META["REMOTE_ADDR"] = f"10.{100 + n % 150}.{100 + n // 150 % 150}.{100 + n % 7}"
+        self.middleware.process_request(request)
+        return request.session
+
     def new_session(self, i: int = 0) -> str:
         return self.save_new(self.session_data(i))
 
     def save_new(self, data: dict[str, Any]) -> str:
-        store = self.Store()
+        store = self.signing_in(data["_auth_user_id"])
         store.update(data)
         store.save()
         key: str = store.session_key
@@ -191,11 +211,12 @@ class Bench:
                     raise AssertionError("key collision")
 
             return step
-        store = self.Store
+        signing_in = self.signing_in
 
         def step(i: int) -> None:
-            session = store()
-            session.update(fresh())
+            data = fresh()
+            session = signing_in(data["_auth_user_id"])
+            session.update(data)
             session.save()
 
         return step
@@ -241,10 +262,10 @@ class Bench:
         key = self.new_session()
         rf, middleware, cookie = self.rf, self.middleware, f"{COOKIE}={key}"
         before = self.visits(key)
-        response = middleware(rf.get("/", HTTP_COOKIE=cookie))
+        response = middleware(rf.get("/", HTTP_COOKIE=cookie, **BROWSER))
         if response.status_code != 200 or self.visits(key) != before + 1:
             raise AssertionError("the middleware did not save the session")
-        return lambda i: middleware(rf.get("/", HTTP_COOKIE=cookie))
+        return lambda i: middleware(rf.get("/", HTTP_COOKIE=cookie, **BROWSER))
 
     # Async operations --------------------------------------------------------
 
@@ -289,7 +310,7 @@ class Bench:
         rf, middleware, cookie = self.rf, self.amiddleware, f"{COOKIE}={key}"
 
         async def step(i: int) -> Any:
-            return await middleware(rf.get("/", HTTP_COOKIE=cookie))
+            return await middleware(rf.get("/", HTTP_COOKIE=cookie, **BROWSER))
 
         before = self.visits(key)
         response = self.loop.run_until_complete(step(0))
@@ -378,10 +399,14 @@ class Bench:
         self.admin.config_resetstat()
         self._server_cpu = _server_cpu_us(self.admin)
 
-    def _server_stop(self, op: str) -> dict[str, float]:
+    def _server_stop(self, op: str) -> dict[str, Any]:
         cpu = _server_cpu_us(self.admin) - self._server_cpu
-        stats = self.admin.info("commandstats")
-        return {"server_us": command_us(stats, self.top_level[op]), "server_cpu_us": cpu}
+        commands = by_command(self.admin.info("commandstats"), self.top_level[op])
+        return {
+            "server_us": sum(commands.values()),
+            "server_cpu_us": cpu,
+            "server_commands": commands,
+        }
 
     def _check_cycle(self, op: str) -> Callable[[], None]:
         # A cheap guard that the timed steps really stored something.
