@@ -16,6 +16,7 @@ The HTML build itself (warnings as errors) and its pages in a browser are tox's
 from __future__ import annotations
 
 import ast
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from io import StringIO
@@ -29,6 +30,7 @@ from django.core.management import call_command
 from django.test import Client, override_settings
 
 from django_redis_sessions import conf, connection, crypto, plan
+from django_redis_sessions.connection import Server
 from django_redis_sessions.session import SessionStore
 from tests.conftest import session_redis
 
@@ -335,3 +337,15 @@ def test_the_readme_is_a_front_page_linking_every_part_of_the_manual() -> None:
     pages -= {"docs/changelog.rst"}  # the README links CHANGELOG.rst itself
     assert pages - {"docs/index.rst"} <= set(targets)
     assert "CHANGELOG.rst" in targets
+
+
+def test_the_server_under_test_is_one_the_readme_names(redis_server: Server) -> None:
+    """README names the servers the suite runs on: this run's is one of them."""
+    if os.environ.get("REDIS_URL"):
+        pytest.skip("REDIS_URL points the suite at a server of the user's choosing")
+    readme = " ".join(_read(ROOT / "README.rst").split())
+    version = ".".join(map(str, redis_server.version))
+    if redis_server.name == "valkey":
+        assert f"Valkey {version}" in readme
+    else:
+        assert f"Redis {version}" in readme or f"Redis {redis_server.version[0]} " in readme
