@@ -207,17 +207,25 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         """Django's age, never past the session's absolute deadline (``absolute_timeout``)
         nor, for a session imported by this request and unchanged since, past what
         the old store had left of it."""
-        age: int = super().get_expiry_age(**kwargs)
-        if "expiry" in kwargs:
-            return age
+        age: int
+        if kwargs or self.get("_session_expiry"):
+            age = super().get_expiry_age(**kwargs)
+            if "expiry" in kwargs:
+                return age
+        else:  # Django's answer (the cookie age) without its clock read
+            age = self.get_session_cookie_age()
         age = self._imported_age(age)
         return age if self._clock is None else self._clock.cap_age(age, self._loaded())
 
     async def aget_expiry_age(self, **kwargs: Any) -> int:
         """The async twin of :meth:`get_expiry_age`."""
-        age: int = await super().aget_expiry_age(**kwargs)
-        if "expiry" in kwargs:
-            return age
+        age: int
+        if kwargs or await self.aget("_session_expiry"):
+            age = await super().aget_expiry_age(**kwargs)
+            if "expiry" in kwargs:
+                return age
+        else:  # Django's answer (the cookie age) without its clock read
+            age = self.get_session_cookie_age()
         age = self._imported_age(age)
         return age if self._clock is None else self._clock.cap_age(age, await self._aloaded())
 
