@@ -45,6 +45,7 @@ logger = logging.getLogger("django_redis_sessions")
 CREATE_ATTEMPTS = 10
 # Redis refuses expiries past the year 292 million; a century is forever enough.
 MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000
+MAX_TTL_S = MAX_TTL_MS // 1000
 
 
 class SessionStore(AsyncSessionAPI, SessionBase):
@@ -845,6 +846,12 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     def _ttl_ms(self, data: dict[str, Any], lifetime_ms: int | None = None) -> int:
         """Django's expiry age of ``data`` in ms, cut by the clock and by ``lifetime_ms``
         (what a session found elsewhere had left: it never outlives that)."""
+        if lifetime_ms is None and not data.get("_session_expiry"):
+            # The common case, twice per save: the cookie age as it is, in ms.
+            age = self.get_session_cookie_age()
+            if type(age) is int and 0 < age <= MAX_TTL_S:
+                ttl = age * 1000
+                return ttl if self._clock is None else self._clock.cap(ttl, data)
         try:
             age = self._expiry_age(data)
             ttl = math.ceil(min(age * 1000, MAX_TTL_MS)) if age > 0 else 0
