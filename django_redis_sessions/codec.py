@@ -112,9 +112,11 @@ def split(value: bytes | str) -> tuple[bytes, bytes, bytes]:
             raise CorruptSession(f"a {type(value).__name__}, not a stored value")
         value = value.encode("utf-8", "surrogateescape")  # a client with decode_responses=True
     parts = value.split(b":", 2)
-    if len(parts) != 3 or parts[0] not in FORMATS or not _version_fullmatch(parts[1]):
-        raise CorruptSession("unrecognised header")
-    return parts[0], parts[1], parts[2]
+    if len(parts) == 3:
+        fmt, version, stored_body = parts
+        if fmt in FORMATS and _version_fullmatch(version) is not None:
+            return fmt, version, stored_body
+    raise CorruptSession("unrecognised header")
 
 
 def unpack_body(fmt: bytes, stored_body: bytes) -> bytes:

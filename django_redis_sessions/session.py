@@ -447,8 +447,9 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             self._session_key = None
             return {}
         self._stored_version, self._stored_body, self._cleared = version, body, False
-        self._stored_value = _as_bytes(reply)
-        self._reseal = not self._codec.is_current(fmt, stored_body)
+        self._stored_value = reply if type(reply) is bytes else _as_bytes(reply)
+        if self._plan.reseals:  # else always False: the codec writes nothing else
+            self._reseal = not self._codec.is_current(fmt, stored_body)
         if clock is not None and pttl is not None:
             reason = yield from clock.on_load(self, redis_key, data, version, pttl)
             if reason is not None:  # past a deadline: over, by the one end path
