@@ -131,7 +131,8 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from testproject.redis_server import RedisServer, find_redis_server
 
-    with RedisServer(binary=find_redis_server(args.server)) as server, tempfile.TemporaryDirectory() as tmp:
+    binary = find_redis_server(args.server)
+    with RedisServer(binary=binary) as server, tempfile.TemporaryDirectory() as tmp:
         os.environ.update(
             BENCH_ENGINE="ours",
             BENCH_REDIS_BASE=f"redis://127.0.0.1:{server.port}",

@@ -31,7 +31,7 @@ ZLIB_LEVEL = 6
 # refused before any work (the digest encodes the key as ASCII).
 MIN_KEY_LENGTH = 8
 MAX_KEY_LENGTH = 256
-SESSION_KEY_RE = re.compile(r"[!-~]{%d,%d}" % (MIN_KEY_LENGTH, MAX_KEY_LENGTH))
+SESSION_KEY_RE = re.compile(rf"[!-~]{{{MIN_KEY_LENGTH},{MAX_KEY_LENGTH}}}")
 # A version is 1 to VERSION_DIGITS digits, no leading zero. The scripts'
 # header check is built from the same constants (scripts.HEADER_LUA).
 VERSION_DIGITS = 16

@@ -849,9 +849,9 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         (what a session found elsewhere had left: it never outlives that)."""
         if lifetime_ms is None and not data.get("_session_expiry"):
             # The common case, twice per save: the cookie age as it is, in ms.
-            age = self.get_session_cookie_age()
-            if type(age) is int and 0 < age <= MAX_TTL_S:
-                ttl = age * 1000
+            cookie_age = self.get_session_cookie_age()
+            if type(cookie_age) is int and 0 < cookie_age <= MAX_TTL_S:
+                ttl = cookie_age * 1000
                 return ttl if self._clock is None else self._clock.cap(ttl, data)
         try:
             age = self._expiry_age(data)

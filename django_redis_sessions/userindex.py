@@ -430,7 +430,7 @@ class Index(hooks.Layer):
         if uid is None:  # the common case: an anonymous session
             return None
         _owners(store)[session_key] = uid
-        marker = data.get(MARKER)
+        marker: Any = data.get(MARKER)
         if _stamp_for(marker, uid) and now_ms() - marker[2] < self.interval_ms:
             return None  # seen within the interval: nothing to write
         return self._stamp(store, session_key, uid, data)
@@ -459,7 +459,7 @@ class Index(hooks.Layer):
         uid = _uid_of(data)
         if uid is None:
             return unindex(store, self.config, session_key, data, write)
-        marker = data.get(MARKER)
+        marker: Any = data.get(MARKER)
         ttl = store.ttl_ms(data)
         if ttl <= 0:  # the save ends the session: the end path drops the entry
             return write
