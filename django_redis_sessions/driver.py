@@ -250,11 +250,13 @@ def execute(client: connection.SyncClient, command: Command, wait: Wait = NO_WAI
 def _pipelined(client: connection.SyncClient, commands: Sequence[Command], wait: Wait) -> list[Any]:
     """The replies of ``commands`` (see ``_batches``), in as few round trips as their
     slots allow; a failure of the connection is raised."""
-    if not isinstance(client, redis.cluster.RedisCluster):
-        return _run_batches(_batches(commands, wait), functools.partial(_pipeline, client))
+    if not connection.is_cluster(client):
+        single = cast(redis.Redis, client)
+        return _run_batches(_batches(commands, wait), functools.partial(_pipeline, single))
+    cluster = cast(redis.cluster.RedisCluster, client)
     replies: list[Any] = []
     for run_ in _slot_runs(commands):
-        send = functools.partial(_cluster_pipeline, client, _key(run_[0]))
+        send = functools.partial(_cluster_pipeline, cluster, _key(run_[0]))
         replies += _run_batches(_batches(run_, wait), send)
     return replies
 
@@ -383,7 +385,7 @@ async def _apipelined(
     client: connection.AsyncClient, commands: Sequence[Command], wait: Wait
 ) -> list[Any]:
     """The async twin of ``_pipelined``."""
-    if not isinstance(client, redis.asyncio.cluster.RedisCluster):
+    if not connection.is_cluster(client):
         return await _arun_batches(_batches(commands, wait), client, None)
     replies: list[Any] = []
     for run_ in _slot_runs(commands):
@@ -396,10 +398,10 @@ async def _arun_batches(batches: Batches, client: connection.AsyncClient, key: A
     try:
         batch = next(batches)
         while True:
-            if isinstance(client, redis.asyncio.cluster.RedisCluster):
-                replies = await _acluster_pipeline(client, key, batch)
+            if connection.is_cluster(client):
+                replies = await _acluster_pipeline(cast(Any, client), key, batch)
             else:
-                replies = await _apipeline(client, batch)
+                replies = await _apipeline(cast(redis.asyncio.Redis, client), batch)
             batch = batches.send(replies)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
