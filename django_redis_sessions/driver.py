@@ -229,6 +229,8 @@ def _single(replies: list[Any]) -> Any:
 def execute(client: connection.SyncClient, command: Command, wait: Wait = NO_WAIT) -> Any:
     # On every command of every request: _wire and _options are inlined.
     name = command[0]
+    if name is scripts.GET:  # a load's read: never waited for, nothing to wire
+        return client.execute_command(*command)
     if name is scripts.IFEQ_SUPPORTED:
         return connection.supports_ifeq(client)
     if name is scripts.PIPELINE:
@@ -363,6 +365,8 @@ def run(steps: Generator[Command, Any, T]) -> T:
 
 async def aexecute(client: connection.AsyncClient, command: Command, wait: Wait = NO_WAIT) -> Any:
     name = command[0]
+    if name is scripts.GET:
+        return await client.execute_command(*command)
     if name is scripts.IFEQ_SUPPORTED:
         return await connection.asupports_ifeq(client)
     if name is scripts.PIPELINE:
