@@ -546,7 +546,11 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     def _save(self, must_create: bool, lifetime_ms: int | None = None) -> Steps[None]:
         if self.session_key is None:
             return (yield from self._create())
-        data = yield from self._data(no_load=must_create)
+        data: dict[str, Any] | None = getattr(self, "_session_cache", None)
+        if data is None:
+            data = yield from self._data(no_load=must_create)
+        else:  # loaded already (the common case): what _data() does, without its generator
+            self.accessed = True
         if self._read_only:
             return None
         session_key = self.session_key
