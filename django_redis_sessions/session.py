@@ -570,7 +570,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         if self._clock is not None:
             yield from self._clock.before_write(redis_key, data)
         body = codec.dumps(data)
-        self._check_size(body, session_key)
+        if self._config.max_bytes is not None:
+            self._check_size(body, session_key)
         ttl = self._ttl_ms(data, lifetime_ms)
         if must_create:
             return (yield from self._store_new(redis_key, data, body, ttl))
@@ -623,7 +624,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             version = b"%d" % (int(expected) + 1)
             value = codec.join(fmt, version, stored)
             save = (scripts.EVALSHA, scripts.SAVE, redis_key, expected, value, ttl)
-            sent = self._timed(save, data)
+            sent = save if self._clock is None else self._clock.command(save, data)
             # The clock hands back a command with no deadline as it is; a deadline
             # needs the script, which measures the time left on Redis's clock.
             native = native and sent is save and (yield (scripts.IFEQ_SUPPORTED,))
