@@ -328,6 +328,10 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     # migration) may still know a cookie that is no key of ours (a signed cookie).
 
     def _get_session(self, no_load: bool = False) -> dict[str, Any]:
+        cached: dict[str, Any] | None = getattr(self, "_session_cache", None)
+        if cached is not None:  # loaded already, on every access: Django's answer
+            self.accessed = True
+            return cached
         if self._unasked_cookie is not None and self._pending_legacy(no_load):
             self._session_cache = self.load()
         data: dict[str, Any] = super()._get_session(no_load)  # type: ignore[misc]
@@ -336,6 +340,10 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     _session = property(_get_session)
 
     async def _aget_session(self, no_load: bool = False) -> dict[str, Any]:
+        cached: dict[str, Any] | None = getattr(self, "_session_cache", None)
+        if cached is not None:
+            self.accessed = True
+            return cached
         if self._unasked_cookie is not None and self._pending_legacy(no_load):
             self._session_cache = await self.aload()
         data: dict[str, Any] = await super()._aget_session(no_load)  # type: ignore[misc]
