@@ -117,7 +117,7 @@ def _outcomes(replies: list[Any]) -> list[Any]:
 
 
 def wait_of(config: conf.Config) -> Wait:
-    return (config.wait_replicas, config.wait_timeout) if config.wait_replicas else NO_WAIT
+    return config.wait
 
 
 def needs_wait(command: Command) -> bool:
@@ -229,15 +229,15 @@ def _single(replies: list[Any]) -> Any:
 def execute(client: connection.SyncClient, command: Command, wait: Wait = NO_WAIT) -> Any:
     # On every command of every request: _wire and _options are inlined.
     name = command[0]
+    send: Callable[..., Any] = client.execute_command
     if name is scripts.GET:  # a load's read: never waited for, nothing to wire
-        return client.execute_command(*command)
+        return send(*command)
     if name is scripts.IFEQ_SUPPORTED:
         return connection.supports_ifeq(client)
     if name is scripts.PIPELINE:
         return _outcomes(_pipelined(client, command[1:], wait))
     if wait[0] and needs_wait(command):
         return _single(_pipelined(client, [command], wait))
-    send: Callable[..., Any] = client.execute_command
     if name is scripts.EVALSHA:
         script: scripts.Script = command[1]
         try:
@@ -339,7 +339,7 @@ async def _acall(command: Command) -> tuple[Any, Exception | None]:
 
 
 def run(steps: Generator[Command, Any, T]) -> T:
-    wait = wait_of(conf.get_config())
+    wait = conf.get_config().wait
     client: connection.SyncClient | None = None
     try:
         command = next(steps)
@@ -462,7 +462,7 @@ async def _arefresh(client: redis.asyncio.cluster.RedisCluster) -> None:
 
 
 async def arun(steps: Generator[Command, Any, T]) -> T:
-    wait = wait_of(conf.get_config())
+    wait = conf.get_config().wait
     client = await connection.get_async_client()
     if client is None:  # only a sync client was configured: use it from a thread
         return await sync_to_async(run)(steps)
