@@ -426,10 +426,12 @@ class Index(hooks.Layer):
     def loaded(
         self, store: hooks.Store, session_key: str, data: dict[str, Any]
     ) -> Steps[None] | None:
-        uid = _uid_of(data)
+        uid = data.get(AUTH_USER_KEY)
         if uid is None:  # the common case: an anonymous session
             return None
-        _owners(store)[session_key] = uid
+        if type(uid) is not str and (uid := signed_in(data)) is None:
+            return None
+        store.scratch.setdefault(OWNERS, {})[session_key] = uid  # _owners(), on every load
         marker: Any = data.get(MARKER)
         if _stamp_for(marker, uid) and now_ms() - marker[2] < self.interval_ms:
             return None  # seen within the interval: nothing to write
