@@ -330,14 +330,6 @@ def _json_meta(tail: str) -> tuple[str | None, str | None]:
     )
 
 
-def _uid_of(data: dict[str, Any]) -> str | None:
-    # signed_in(), without its call for the common cases (no user, a string id).
-    uid = data.get(AUTH_USER_KEY)
-    if uid is None or type(uid) is str:
-        return uid
-    return signed_in(data)
-
-
 def _stamp_for(marker: Any, uid: str) -> bool:
     """Whether ``marker`` (the raw ``MARKER`` value) is a stamp of ours for ``uid``:
     marker_of()'s rule, without building its tuple."""
@@ -458,7 +450,9 @@ class Index(hooks.Layer):
         must_create: bool,
         write: Steps[None],
     ) -> Steps[None]:
-        uid = _uid_of(data)
+        uid = data.get(AUTH_USER_KEY)
+        if uid is not None and type(uid) is not str:  # signed_in()'s call for the rest
+            uid = signed_in(data)
         if uid is None:
             return unindex(store, self.config, session_key, data, write)
         marker: Any = data.get(MARKER)
