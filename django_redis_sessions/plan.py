@@ -50,6 +50,9 @@ class Plan:
     enders: tuple[hooks.Layer, ...] = ()
     tombstones: tuple[hooks.Layer, ...] = ()
     expirers: tuple[hooks.Layer, ...] = ()
+    # Whether the codec may find a stored value not as it writes it (else a load
+    # does not ask).
+    reseals: bool = False
 
 
 def parse(raw: Any) -> Plan:
@@ -78,9 +81,10 @@ def build(config: conf.Config) -> Plan:
     def having(name: str) -> tuple[hooks.Layer, ...]:
         return tuple(layer for layer in layers if hooks.overrides(layer, name))
 
+    codec = crypto.Codec(encryption) if encryption else hooks.Codec(config.compress_min_bytes)
     return Plan(
         config=config,
-        codec=crypto.Codec(encryption) if encryption else hooks.Codec(config.compress_min_bytes),
+        codec=codec,
         clock=timeouts.clock_factory(clocks) if clocks else None,
         layers=tuple(layers),
         encryption=encryption,
@@ -93,6 +97,7 @@ def build(config: conf.Config) -> Plan:
         enders=having("ended"),
         tombstones=having("tombstone_ms"),
         expirers=having("clear_expired"),
+        reseals=type(codec).is_current is not hooks.Codec.is_current,
     )
 
 

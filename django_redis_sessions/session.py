@@ -45,6 +45,7 @@ logger = logging.getLogger("django_redis_sessions")
 CREATE_ATTEMPTS = 10
 # Redis refuses expiries past the year 292 million; a century is forever enough.
 MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000
+MAX_TTL_S = MAX_TTL_MS // 1000
 
 
 class SessionStore(AsyncSessionAPI, SessionBase):
@@ -207,17 +208,25 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         """Django's age, never past the session's absolute deadline (``absolute_timeout``)
         nor, for a session imported by this request and unchanged since, past what
         the old store had left of it."""
-        age: int = super().get_expiry_age(**kwargs)
-        if "expiry" in kwargs:
-            return age
+        age: int
+        if kwargs or self.get("_session_expiry"):
+            age = super().get_expiry_age(**kwargs)
+            if "expiry" in kwargs:
+                return age
+        else:  # Django's answer (the cookie age) without its clock read
+            age = self.get_session_cookie_age()
         age = self._imported_age(age)
         return age if self._clock is None else self._clock.cap_age(age, self._loaded())
 
     async def aget_expiry_age(self, **kwargs: Any) -> int:
         """The async twin of :meth:`get_expiry_age`."""
-        age: int = await super().aget_expiry_age(**kwargs)
-        if "expiry" in kwargs:
-            return age
+        age: int
+        if kwargs or await self.aget("_session_expiry"):
+            age = await super().aget_expiry_age(**kwargs)
+            if "expiry" in kwargs:
+                return age
+        else:  # Django's answer (the cookie age) without its clock read
+            age = self.get_session_cookie_age()
         age = self._imported_age(age)
         return age if self._clock is None else self._clock.cap_age(age, await self._aloaded())
 
@@ -284,9 +293,6 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     def digest_of(self, session_key: str) -> str:
         return self._digest_of(session_key)
 
-    def ttl_ms(self, data: dict[str, Any]) -> int:
-        return self._ttl_ms(data)
-
     def restamp(self, data: dict[str, Any]) -> Steps[bool]:
         session_key, version = self.session_key, self._stored_version
         assert session_key is not None and version is not None, "only a loaded session"
@@ -319,6 +325,10 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     # migration) may still know a cookie that is no key of ours (a signed cookie).
 
     def _get_session(self, no_load: bool = False) -> dict[str, Any]:
+        cached: dict[str, Any] | None = getattr(self, "_session_cache", None)
+        if cached is not None:  # loaded already, on every access: Django's answer
+            self.accessed = True
+            return cached
         if self._unasked_cookie is not None and self._pending_legacy(no_load):
             self._session_cache = self.load()
         data: dict[str, Any] = super()._get_session(no_load)  # type: ignore[misc]
@@ -327,6 +337,10 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     _session = property(_get_session)
 
     async def _aget_session(self, no_load: bool = False) -> dict[str, Any]:
+        cached: dict[str, Any] | None = getattr(self, "_session_cache", None)
+        if cached is not None:
+            self.accessed = True
+            return cached
         if self._unasked_cookie is not None and self._pending_legacy(no_load):
             self._session_cache = await self.aload()
         data: dict[str, Any] = await super()._aget_session(no_load)  # type: ignore[misc]
@@ -438,8 +452,9 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             self._session_key = None
             return {}
         self._stored_version, self._stored_body, self._cleared = version, body, False
-        self._stored_value = _as_bytes(reply)
-        self._reseal = not self._codec.is_current(fmt, stored_body)
+        self._stored_value = reply if type(reply) is bytes else _as_bytes(reply)
+        if self._plan.reseals:  # else always False: the codec writes nothing else
+            self._reseal = not self._codec.is_current(fmt, stored_body)
         if clock is not None and pttl is not None:
             reason = yield from clock.on_load(self, redis_key, data, version, pttl)
             if reason is not None:  # past a deadline: over, by the one end path
@@ -536,7 +551,11 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     def _save(self, must_create: bool, lifetime_ms: int | None = None) -> Steps[None]:
         if self.session_key is None:
             return (yield from self._create())
-        data = yield from self._data(no_load=must_create)
+        data: dict[str, Any] | None = getattr(self, "_session_cache", None)
+        if data is None:
+            data = yield from self._data(no_load=must_create)
+        else:  # loaded already (the common case): what _data() does, without its generator
+            self.accessed = True
         if self._read_only:
             return None
         session_key = self.session_key
@@ -556,7 +575,8 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         if self._clock is not None:
             yield from self._clock.before_write(redis_key, data)
         body = codec.dumps(data)
-        self._check_size(body, session_key)
+        if self._config.max_bytes is not None:
+            self._check_size(body, session_key)
         ttl = self._ttl_ms(data, lifetime_ms)
         if must_create:
             return (yield from self._store_new(redis_key, data, body, ttl))
@@ -609,7 +629,7 @@ class SessionStore(AsyncSessionAPI, SessionBase):
             version = b"%d" % (int(expected) + 1)
             value = codec.join(fmt, version, stored)
             save = (scripts.EVALSHA, scripts.SAVE, redis_key, expected, value, ttl)
-            sent = self._timed(save, data)
+            sent = save if self._clock is None else self._clock.command(save, data)
             # The clock hands back a command with no deadline as it is; a deadline
             # needs the script, which measures the time left on Redis's clock.
             native = native and sent is save and (yield (scripts.IFEQ_SUPPORTED,))
@@ -837,6 +857,12 @@ class SessionStore(AsyncSessionAPI, SessionBase):
     def _ttl_ms(self, data: dict[str, Any], lifetime_ms: int | None = None) -> int:
         """Django's expiry age of ``data`` in ms, cut by the clock and by ``lifetime_ms``
         (what a session found elsewhere had left: it never outlives that)."""
+        if lifetime_ms is None and not data.get("_session_expiry"):
+            # The common case, twice per save: the cookie age as it is, in ms.
+            cookie_age = self.get_session_cookie_age()
+            if type(cookie_age) is int and 0 < cookie_age <= MAX_TTL_S:
+                ttl = cookie_age * 1000
+                return ttl if self._clock is None else self._clock.cap(ttl, data)
         try:
             age = self._expiry_age(data)
             ttl = math.ceil(min(age * 1000, MAX_TTL_MS)) if age > 0 else 0
@@ -850,6 +876,9 @@ class SessionStore(AsyncSessionAPI, SessionBase):
         if ttl <= 0:
             return 0
         return ttl if self._clock is None else self._clock.cap(ttl, data)
+
+    # hooks.Store's: the index asks it on every save, so without a wrapper frame.
+    ttl_ms = _ttl_ms
 
     def _check_size(self, body: bytes, session_key: str) -> None:
         limit = self._config.max_bytes

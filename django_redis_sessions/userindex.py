@@ -330,6 +330,19 @@ def _json_meta(tail: str) -> tuple[str | None, str | None]:
     )
 
 
+def _stamp_for(marker: Any, uid: str) -> bool:
+    """Whether ``marker`` (the raw ``MARKER`` value) is a stamp of ours for ``uid``:
+    marker_of()'s rule, without building its tuple."""
+    return (
+        type(marker) is list
+        and len(marker) == 4
+        and marker[0] == uid
+        and type(marker[1]) is int
+        and type(marker[2]) is int
+        and type(marker[3]) is int
+    )
+
+
 def _owners(store: hooks.Store) -> dict[str, str]:
     owners: dict[str, str] = store.scratch.setdefault(OWNERS, {})
     return owners
@@ -400,20 +413,20 @@ class Index(hooks.Layer):
             agent = str(found)[:USER_AGENT_LENGTH] if found else None
         return encode_meta(ip, agent)
 
-    def _due(self, marker: tuple[str, int, int, int] | None, uid: str, now: int) -> bool:
-        return marker is None or marker[0] != uid or now - marker[2] >= self.interval_ms
-
     # Hooks ----------------------------------------------------------------------
 
     def loaded(
         self, store: hooks.Store, session_key: str, data: dict[str, Any]
     ) -> Steps[None] | None:
-        uid = signed_in(data) if AUTH_USER_KEY in data else None
+        uid = data.get(AUTH_USER_KEY)
         if uid is None:  # the common case: an anonymous session
             return None
-        _owners(store)[session_key] = uid
-        if not self._due(marker_of(data), uid, now_ms()):
+        if type(uid) is not str and (uid := signed_in(data)) is None:
             return None
+        store.scratch.setdefault(OWNERS, {})[session_key] = uid  # _owners(), on every load
+        marker: Any = data.get(MARKER)
+        if _stamp_for(marker, uid) and now_ms() - marker[2] < self.interval_ms:
+            return None  # seen within the interval: nothing to write
         return self._stamp(store, session_key, uid, data)
 
     def _stamp(
@@ -437,15 +450,21 @@ class Index(hooks.Layer):
         must_create: bool,
         write: Steps[None],
     ) -> Steps[None]:
-        uid = signed_in(data) if AUTH_USER_KEY in data else None
+        uid = data.get(AUTH_USER_KEY)
+        if uid is not None and type(uid) is not str:  # signed_in()'s call for the rest
+            uid = signed_in(data)
         if uid is None:
             return unindex(store, self.config, session_key, data, write)
-        marker = marker_of(data)
+        marker: Any = data.get(MARKER)
         ttl = store.ttl_ms(data)
         if ttl <= 0:  # the save ends the session: the end path drops the entry
             return write
-        now = now_ms()
-        if must_create or self._due(marker, uid, now) or now + ttl > marker[3]:  # type: ignore[index]
+        if (
+            must_create
+            or not _stamp_for(marker, uid)
+            or (now := now_ms()) - marker[2] >= self.interval_ms
+            or now + ttl > marker[3]
+        ):
             return self._indexed(store, session_key, uid, data, must_create, ttl, write)
         return write
 

@@ -314,6 +314,26 @@ def test_far_future_expiry_is_capped(ops: Ops, r: redis.Redis) -> None:
     assert ops.getitem(SessionStore(store.session_key), "_session_expiry") == 2**70
 
 
+@pytest.mark.parametrize(
+    ("age", "low_ms", "high_ms"),
+    [
+        (1.5, 1000, 1500),  # a float: rounded up to the millisecond
+        (2**70, 99 * 365 * 86_400_000, 100 * 365 * 86_400_000),  # past the cap
+    ],
+)
+def test_ttl_from_a_cookie_age_past_the_common_case(
+    ops: Ops, r: redis.Redis, age: float, low_ms: int, high_ms: int
+) -> None:
+    # No expiry of its own: the TTL is the cookie age, however it is written.
+    with override_settings(SESSION_COOKIE_AGE=age):
+        store = new_session(ops, a=1)
+        assert low_ms < pttl(r, store) <= high_ms
+        loaded = SessionStore(store.session_key)
+        ops.setitem(loaded, "a", 2)
+        ops.save(loaded)
+        assert low_ms < pttl(r, store) <= high_ms
+
+
 @pytest.mark.parametrize("bad", [[None], "not a date", {"days": 1}])
 def test_bad_expiry_value_is_a_clear_error(ops: Ops, r: redis.Redis, bad: Any) -> None:
     store = SessionStore()
