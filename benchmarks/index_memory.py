@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 import django  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from benchmarks.harness import settled_memory  # noqa: E402
 from benchmarks.payload import payload  # noqa: E402
 from testproject.redis_server import RedisServer, find_redis_server  # noqa: E402
 
@@ -135,25 +136,13 @@ def fill_floor(client: Any, n: int) -> None:
         )
 
 
-def settled(admin: Any, timeout: float = 10.0) -> int:
-    last = int(admin.info("memory")["used_memory"])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        now = int(admin.info("memory")["used_memory"])
-        if abs(now - last) < 1024:
-            return now
-        last = now
-    return last
-
-
 def per_session(admin: Any, n: int, fill: Callable[[], None]) -> float:
     # Twice, keeping the second: the first fill also grows tables that stay.
     for _ in range(2):
         admin.flushall()
-        before = settled(admin)
+        before = settled_memory(admin)
         fill()
-        after = settled(admin)
+        after = settled_memory(admin)
     return (after - before) / n
 
 
@@ -218,10 +207,10 @@ def measure(kind: str, n: int) -> dict[str, Any]:
         rows["hash usage"], rows["session bytes"] = sizes(admin)
         # What the hashes themselves hold (key, object, listpack, expiry): deleted, the
         # rest of the difference to "index off" is the stamp in the session.
-        before = settled(admin)
+        before = settled_memory(admin)
         for key in list(admin.scan_iter(match="session:u:*", count=1000)):
             admin.delete(key)
-        rows["hash freed"] = (before - settled(admin)) / n
+        rows["hash freed"] = (before - settled_memory(admin)) / n
         rows["entry bytes"] = statistics.mean(len(v) for v in values)
         rows["previous entry bytes"] = statistics.mean(len(v) for v in old_values)
         rows["decode µs"] = decode_us(values)
