@@ -703,6 +703,9 @@ def test_odd_user_ids_are_not_indexed(r: redis.Redis) -> None:
     store.update({"_auth_user_id": ["not", "an", "id"]})
     store.save()
     assert r.keys("session:u:*") == []
+    # Loaded again (the index's load hook sees it too): read as stored, not indexed.
+    assert SessionStore(store.session_key).load()["_auth_user_id"] == ["not", "an", "id"]
+    assert r.keys("session:u:*") == []
     with pytest.raises(TypeError):
         users.get_sessions(None)
     with pytest.raises(TypeError, match="anonymous"):
