@@ -9,7 +9,8 @@ detection says no and that the server refuses the command.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import contextlib
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -221,10 +222,9 @@ def test_ifeq_compares_every_byte(r: Any) -> None:
     assert r.get(KEY) == b"e1:8:\x00"
 
 
-@pytest.mark.single_only
-@pytest.mark.usefixtures("ifeq")
-def test_ifeq_then_wait_for_replicas(r: Any, redis_url: str) -> None:
-    # With wait_replicas, the SET and its WAIT go as one pipeline: the reply keeps its value.
+@contextlib.contextmanager
+def streaming_replica(r: Any, redis_url: str) -> Iterator[RedisServer]:
+    """A replica of the suite's server, in sync before the test goes on."""
     port = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs["port"]
     with RedisServer(args=["--replicaof", HOST, str(port)]) as replica:
 
@@ -234,6 +234,14 @@ def test_ifeq_then_wait_for_replicas(r: Any, redis_url: str) -> None:
                 return bool(pipe.execute()[1] >= 1)
 
         wait_for(streaming, 30, "the replica to sync")
+        yield replica
+
+
+@pytest.mark.single_only
+@pytest.mark.usefixtures("ifeq")
+def test_ifeq_then_wait_for_replicas(r: Any, redis_url: str) -> None:
+    # With wait_replicas, the SET and its WAIT go as one pipeline: the reply keeps its value.
+    with streaming_replica(r, redis_url) as replica:
         r.set(KEY, b"j1:1:{}")
         with override_settings(SESSION_REDIS=session_redis(wait_replicas=1, wait_timeout=500)):
             connection.reset()
@@ -453,15 +461,7 @@ def test_a_refused_ifeq_falls_back_to_the_script(is_async: bool) -> None:
 @pytest.mark.single_only
 @pytest.mark.usefixtures("ifeq")
 def test_a_native_save_waits_for_replicas(ops: Ops, r: Any, redis_url: str) -> None:
-    port = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs["port"]
-    with RedisServer(args=["--replicaof", HOST, str(port)]) as replica:
-
-        def streaming() -> bool:
-            with r.pipeline(transaction=False) as pipe:
-                pipe.set("session:sync", 1).wait(1, 100)
-                return bool(pipe.execute()[1] >= 1)
-
-        wait_for(streaming, 30, "the replica to sync")
+    with streaming_replica(r, redis_url) as replica:
         with override_settings(SESSION_REDIS=session_redis(wait_replicas=1, wait_timeout=500)):
             connection.reset()
             store = loaded_store(ops, a=1)
